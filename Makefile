@@ -1,0 +1,35 @@
+# Palisade: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The control-plane binaries (kube-apiserver, etcd, helm). KUBEBUILDER_ASSETS, when set, wins.
+ASSETS = $(shell tests/tools/build-assets.sh | tail -n 1)
+
+.PHONY: help
+help:
+	@echo "make demo         run Palisade on a local control plane with namespace-built nodes"
+	@echo "make test         build what the tests need and run every test"
+	@echo "make test-assets  build (or reuse) kube-apiserver, etcd and helm from Go modules"
+	@echo "make crds         regenerate the CRD manifests under crds/manifests"
+	@echo "make bench        print the benchmark figures"
+
+.PHONY: test-assets
+test-assets:
+	@tests/tools/build-assets.sh
+
+.PHONY: test
+test:
+	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
+	  KUBEBUILDER_ASSETS=$$assets cargo test --workspace --locked -- --test-threads=2
+
+.PHONY: crds
+crds:
+	cargo run --quiet -p palisade-crds --bin crdgen -- crds/manifests
+
+.PHONY: bench
+bench:
+	cargo bench -p palisade-engine
+
+.PHONY: demo
+demo:
+	cargo run --quiet -p palisade-engine --example demo

@@ -1,0 +1,147 @@
+//! The per-node plan: what one node must enforce, and the contract between the engine and the agent.
+//!
+//! A plan is semantic, not iptables text: the agent's renderer decides chains and ipsets. Its shape
+//! keeps rules O(policies x ports): pods live inside content-addressed [`Group`]s, so pod churn
+//! changes group members and nothing else. Rule sets are shared by every local pod a policy selects.
+//!
+//! How one pod's traffic in one direction is judged (the same order as the reference evaluator):
+//! 1. `admin` rule sets in order, each rule in order; the first matching rule decides:
+//!    Accept allows, Deny denies, Pass skips the rest of the admin tier.
+//! 2. If `network_policy` is `Some`, the pod is isolated: allowed iff some rule of those sets matches
+//!    (their actions are all Accept), otherwise denied.
+//! 3. `baseline` rule sets like the admin tier; Pass skips to step 4.
+//! 4. Allowed.
+//!
+//! "Peer" is the source address for ingress and the destination address for egress.
+//! Named ports always resolve on the destination: [`PortEntry::Named`] tests `(dst, protocol, port)`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{PodKey, PolicyRef, Protocol, Revision};
+
+/// Version of the plan format, carried on the wire so agents can refuse what they cannot read.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// A content address: a stable 16-hex-digit hash of a group's or rule set's definition. Stable
+/// across processes and releases of the same format version, so ipset and chain names derived
+/// from it survive restarts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupId(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RuleSetId(pub String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub node: String,
+    /// Pods scheduled on this node that are not host-network, with their addresses.
+    pub pods: BTreeMap<PodKey, LocalPod>,
+    /// Only the rule sets some local pod refers to.
+    pub rule_sets: BTreeMap<RuleSetId, RuleSet>,
+    /// Only the groups some rule set of this plan refers to.
+    pub groups: BTreeMap<GroupId, Group>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPod {
+    pub ips: Vec<IpAddr>,
+    pub ingress: DirectionPlan,
+    pub egress: DirectionPlan,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionPlan {
+    /// Admin-tier ClusterNetworkPolicies selecting the pod, by (priority, name).
+    pub admin: Vec<RuleSetId>,
+    /// `Some` iff a NetworkPolicy isolates the pod in this direction; sets sorted by (namespace, name).
+    pub network_policy: Option<Vec<RuleSetId>>,
+    /// Baseline-tier ClusterNetworkPolicies selecting the pod, by (priority, name).
+    pub baseline: Vec<RuleSetId>,
+}
+
+impl DirectionPlan {
+    /// True when nothing can deny this pod's traffic in this direction.
+    pub fn is_open(&self) -> bool {
+        self.admin.is_empty() && self.network_policy.is_none() && self.baseline.is_empty()
+    }
+}
+
+/// The rules of one policy in one direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSet {
+    pub policy: PolicyRef,
+    pub revision: Revision,
+    pub direction: Direction,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Position of the rule in the policy's ingress or egress list.
+    pub index: usize,
+    /// The rule's `name` (ClusterNetworkPolicy only).
+    pub name: Option<String>,
+    pub action: Action,
+    pub peers: PeerMatch,
+    pub ports: PortMatch,
+}
+
+/// What a matching rule does. NetworkPolicy rules are always `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Action {
+    Accept,
+    Deny,
+    Pass,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMatch {
+    /// Every address.
+    Any,
+    /// The peer address is in one of these groups; an empty list matches nothing.
+    AnyOf(Vec<GroupId>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortMatch {
+    /// Every protocol and port, ICMP included.
+    Any,
+    /// One of these entries matches; an empty list matches nothing.
+    AnyOf(Vec<PortEntry>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PortEntry {
+    /// Destination port in `first..=last` for this protocol.
+    Range { protocol: Protocol, first: u16, last: u16 },
+    /// `(destination address, protocol, destination port)` is a member of this `IpPorts` group.
+    Named(GroupId),
+}
+
+/// Members of a content-addressed group. Each kind maps onto one ipset type per address family.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Group {
+    /// Single addresses (`hash:ip`): pods chosen by selectors, node addresses.
+    Addresses(BTreeSet<IpAddr>),
+    /// Networks with ipset `hash:net` semantics: the longest prefix that contains an address
+    /// decides, and a `nomatch` entry excludes it. An ipBlock is its CIDR plus its excepts as nomatch.
+    Networks(BTreeSet<NetEntry>),
+    /// `(address, protocol, port)` triples (`hash:ip,port`): resolved named ports.
+    IpPorts(BTreeSet<(IpAddr, Protocol, u16)>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NetEntry {
+    pub net: IpNet,
+    pub nomatch: bool,
+}
