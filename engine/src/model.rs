@@ -94,6 +94,15 @@ pub struct Pod {
     pub host_network: bool,
 }
 
+impl Pod {
+    /// Whether policies can select this pod and judge its traffic: not host-network (those share
+    /// the node's addresses) and scheduled (an unscheduled pod is enforced nowhere). The reference
+    /// evaluator and the compiler both use this one definition.
+    pub fn is_policy_endpoint(&self) -> bool {
+        !self.host_network && self.node.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
     pub name: String,

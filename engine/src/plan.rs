@@ -12,6 +12,10 @@
 //! 3. `baseline` rule sets like the admin tier; Pass skips to step 4.
 //! 4. Allowed.
 //!
+//! Before any of this, the dataplane always allows ingress from the node's own addresses (kubelet
+//! probes), and loopback (a pod talking to its own address). These are fixed rules of the agent,
+//! never rules of a plan.
+//!
 //! "Peer" is the source address for ingress and the destination address for egress.
 //! Named ports always resolve on the destination: [`PortEntry::Named`] tests `(dst, protocol, port)`.
 
@@ -144,4 +148,75 @@ pub enum Group {
 pub struct NetEntry {
     pub net: IpNet,
     pub nomatch: bool,
+}
+
+/// The change from one plan of a node to the next, for streaming to the agent. Entries are
+/// replaced whole; [`PlanDelta::apply`] to the old plan yields the new one exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDelta {
+    pub node: String,
+    pub upserted_pods: BTreeMap<PodKey, LocalPod>,
+    pub removed_pods: BTreeSet<PodKey>,
+    pub upserted_rule_sets: BTreeMap<RuleSetId, RuleSet>,
+    pub removed_rule_sets: BTreeSet<RuleSetId>,
+    pub upserted_groups: BTreeMap<GroupId, Group>,
+    pub removed_groups: BTreeSet<GroupId>,
+}
+
+impl NodePlan {
+    /// What turns `old` into `new`.
+    pub fn diff(old: &NodePlan, new: &NodePlan) -> PlanDelta {
+        let (upserted_pods, removed_pods) = diff_maps(&old.pods, &new.pods);
+        let (upserted_rule_sets, removed_rule_sets) = diff_maps(&old.rule_sets, &new.rule_sets);
+        let (upserted_groups, removed_groups) = diff_maps(&old.groups, &new.groups);
+        PlanDelta {
+            node: new.node.clone(),
+            upserted_pods,
+            removed_pods,
+            upserted_rule_sets,
+            removed_rule_sets,
+            upserted_groups,
+            removed_groups,
+        }
+    }
+}
+
+impl PlanDelta {
+    pub fn is_empty(&self) -> bool {
+        self.upserted_pods.is_empty()
+            && self.removed_pods.is_empty()
+            && self.upserted_rule_sets.is_empty()
+            && self.removed_rule_sets.is_empty()
+            && self.upserted_groups.is_empty()
+            && self.removed_groups.is_empty()
+    }
+
+    pub fn apply(&self, plan: &mut NodePlan) {
+        plan.node.clone_from(&self.node);
+        apply_to_map(&mut plan.pods, &self.upserted_pods, &self.removed_pods);
+        apply_to_map(&mut plan.rule_sets, &self.upserted_rule_sets, &self.removed_rule_sets);
+        apply_to_map(&mut plan.groups, &self.upserted_groups, &self.removed_groups);
+    }
+}
+
+fn diff_maps<K: Ord + Clone, V: PartialEq + Clone>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> (BTreeMap<K, V>, BTreeSet<K>) {
+    let upserted = new
+        .iter()
+        .filter(|(key, value)| old.get(*key) != Some(*value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let removed = old.keys().filter(|key| !new.contains_key(*key)).cloned().collect();
+    (upserted, removed)
+}
+
+fn apply_to_map<K: Ord + Clone, V: Clone>(map: &mut BTreeMap<K, V>, upserted: &BTreeMap<K, V>, removed: &BTreeSet<K>) {
+    for key in removed {
+        map.remove(key);
+    }
+    for (key, value) in upserted {
+        map.insert(key.clone(), value.clone());
+    }
 }

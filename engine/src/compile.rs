@@ -1,0 +1,614 @@
+//! The compiler: an [`Engine`] holding the cluster and the policies, answering events with
+//! [`Delta`]s and producing one [`NodePlan`] per node.
+//!
+//! State is kept so that every event touches only what it can change:
+//! - groups are content-addressed definitions with counted members; a pod event re-evaluates
+//!   that one pod against each group definition and each policy subject, never other pods;
+//! - each installed policy knows its subject pods and how many of them run on each node, so
+//!   "which nodes use this group" is answered from the group's referring policies;
+//! - node plans are assembled on demand from that state, so a full compile and any sequence of
+//!   events that reaches the same cluster and policies produce the same plans.
+//!
+//! Ingress from the node's own addresses and loopback are not rules: the dataplane always allows
+//! them (see [`crate::plan`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PolicyError, PolicyWarning};
+use crate::groups::{rule_set_id, GroupDefinition, Member};
+use crate::index::PodIndex;
+use crate::model::{Cluster, Namespace, Node, Pod, PodKey, Policy, PolicyRef};
+use crate::plan::{
+    DirectionPlan, Direction, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch, Rule,
+    RuleSet, RuleSetId,
+};
+use crate::validate::{validate, Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule};
+
+/// What an event changed, so the operator knows which agents to send which plans.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Groups whose members changed, or that were created or garbage-collected.
+    pub changed_groups: BTreeSet<GroupId>,
+    /// Rule sets whose content changed, or that appeared or disappeared.
+    pub changed_rule_sets: BTreeSet<RuleSetId>,
+    /// Nodes whose plan may have changed (a superset: never misses one).
+    pub affected_nodes: BTreeSet<String>,
+}
+
+/// The result of a full compile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// One plan per node known from `cluster.nodes` or from a pod's `node`.
+    pub plans: BTreeMap<String, NodePlan>,
+    /// Errors of quarantined policies; every other policy compiled.
+    pub errors: Vec<PolicyError>,
+    pub warnings: Vec<PolicyWarning>,
+}
+
+/// Compiles everything from scratch: the same code path as events, applied to an empty engine.
+pub fn compile(cluster: &Cluster, policies: &[Policy]) -> Compiled {
+    let mut engine = Engine::with_cluster(cluster.clone());
+    for policy in policies {
+        engine.upsert_policy(policy.clone());
+    }
+    Compiled { plans: engine.node_plans(), errors: engine.errors(), warnings: engine.warnings() }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    cluster: Cluster,
+    pods: PodIndex,
+    installed: BTreeMap<PolicyRef, Installed>,
+    quarantined: BTreeMap<PolicyRef, Vec<PolicyError>>,
+    warnings: BTreeMap<PolicyRef, Vec<PolicyWarning>>,
+    groups: BTreeMap<GroupId, GroupState>,
+    /// The policies whose subject selects each pod.
+    subjects_of_pod: BTreeMap<PodKey, BTreeSet<PolicyRef>>,
+}
+
+/// A valid policy in force, with its compiled rule sets and its resolved subject.
+#[derive(Clone, Debug)]
+struct Installed {
+    policy: ValidPolicy,
+    rule_sets: BTreeMap<Direction, CompiledRuleSet>,
+    subject_pods: BTreeSet<PodKey>,
+    /// Number of subject pods per node: the nodes whose plans use this policy's rule sets and groups.
+    subject_nodes: BTreeMap<String, usize>,
+}
+
+#[derive(Clone, Debug)]
+struct CompiledRuleSet {
+    id: RuleSetId,
+    rule_set: RuleSet,
+    groups: BTreeSet<GroupId>,
+}
+
+#[derive(Clone, Debug)]
+struct GroupState {
+    definition: GroupDefinition,
+    counts: BTreeMap<Member, u32>,
+    /// The members as the plan carries them, kept in step with `counts`.
+    members: Group,
+    /// Policies whose rule sets refer to this group; the group is dropped when none is left.
+    referrers: BTreeSet<PolicyRef>,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    /// An engine that starts from a known cluster and no policies.
+    pub fn with_cluster(cluster: Cluster) -> Engine {
+        let mut pods = PodIndex::default();
+        for pod in cluster.pods.values() {
+            pods.insert(pod);
+        }
+        Engine { cluster, pods, ..Engine::default() }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Errors of every quarantined policy, by policy.
+    pub fn errors(&self) -> Vec<PolicyError> {
+        self.quarantined.values().flatten().cloned().collect()
+    }
+
+    /// Errors of one policy; empty when it is in force or unknown.
+    pub fn errors_of(&self, policy: &PolicyRef) -> &[PolicyError] {
+        self.quarantined.get(policy).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn warnings(&self) -> Vec<PolicyWarning> {
+        self.warnings.values().flatten().cloned().collect()
+    }
+
+    /// Nodes that get a plan: the known nodes and any node a pod is scheduled on.
+    pub fn node_names(&self) -> BTreeSet<String> {
+        self.cluster.nodes.keys().chain(self.pods.nodes()).cloned().collect()
+    }
+
+    pub fn node_plans(&self) -> BTreeMap<String, NodePlan> {
+        self.node_names().into_iter().map(|node| (node.clone(), self.node_plan(&node))).collect()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Cluster events
+    // -----------------------------------------------------------------------------------------
+
+    pub fn upsert_pod(&mut self, pod: Pod) -> Delta {
+        let old = self.cluster.pods.get(&pod.key).cloned();
+        if old.as_ref() == Some(&pod) {
+            return Delta::default();
+        }
+        if let Some(old) = &old {
+            self.pods.remove(old);
+        }
+        self.pods.insert(&pod);
+        self.cluster.pods.insert(pod.key.clone(), pod.clone());
+
+        let mut delta = Delta::default();
+        delta.affected_nodes.extend(old.iter().chain([&pod]).filter_map(|p| p.node.clone()));
+        let namespace = self.cluster.namespaces.get(&pod.key.namespace).cloned();
+        self.reevaluate_pod(old.as_ref().map(|old| (old, namespace.as_ref())), Some((&pod, namespace.as_ref())), &mut delta);
+        self.finish(delta)
+    }
+
+    pub fn remove_pod(&mut self, key: &PodKey) -> Delta {
+        let Some(old) = self.cluster.pods.remove(key) else { return Delta::default() };
+        self.pods.remove(&old);
+        let mut delta = Delta::default();
+        delta.affected_nodes.extend(old.node.clone());
+        let namespace = self.cluster.namespaces.get(&key.namespace).cloned();
+        self.reevaluate_pod(Some((&old, namespace.as_ref())), None, &mut delta);
+        self.finish(delta)
+    }
+
+    pub fn upsert_namespace(&mut self, namespace: Namespace) -> Delta {
+        let old = self.cluster.namespaces.insert(namespace.name.clone(), namespace.clone());
+        self.namespace_changed(&namespace.name, old.as_ref(), Some(&namespace))
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) -> Delta {
+        let old = self.cluster.namespaces.remove(name);
+        self.namespace_changed(name, old.as_ref(), None)
+    }
+
+    /// Namespace labels feed namespace selectors: re-evaluate the namespace's pods only.
+    fn namespace_changed(&mut self, name: &str, old: Option<&Namespace>, new: Option<&Namespace>) -> Delta {
+        let mut delta = Delta::default();
+        if old == new {
+            return delta;
+        }
+        let keys: Vec<PodKey> = self.pods.in_namespace(name).iter().cloned().collect();
+        for key in keys {
+            if let Some(pod) = self.cluster.pods.get(&key).cloned() {
+                self.reevaluate_pod(Some((&pod, old)), Some((&pod, new)), &mut delta);
+            }
+        }
+        self.finish(delta)
+    }
+
+    pub fn upsert_node(&mut self, node: Node) -> Delta {
+        let old = self.cluster.nodes.insert(node.name.clone(), node.clone());
+        self.node_changed(&node.name, old.as_ref(), Some(&node))
+    }
+
+    pub fn remove_node(&mut self, name: &str) -> Delta {
+        let old = self.cluster.nodes.remove(name);
+        self.node_changed(name, old.as_ref(), None)
+    }
+
+    /// Node labels and addresses feed `nodes` peers. The node itself is reported too: its agent
+    /// allows ingress from the node's own addresses, which may just have changed.
+    fn node_changed(&mut self, name: &str, old: Option<&Node>, new: Option<&Node>) -> Delta {
+        let mut delta = Delta::default();
+        if old == new {
+            return delta;
+        }
+        delta.affected_nodes.insert(name.to_string());
+        for (id, group) in &mut self.groups {
+            let before = old.map(|node| group.definition.node_members(node)).unwrap_or_default();
+            let after = new.map(|node| group.definition.node_members(node)).unwrap_or_default();
+            if group.replace(before, after) {
+                delta.changed_groups.insert(id.clone());
+            }
+        }
+        self.finish(delta)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Policy events
+    // -----------------------------------------------------------------------------------------
+
+    /// Installs or replaces a policy. An invalid policy is quarantined: its errors are reported by
+    /// [`Engine::errors`] and it enforces nothing. The previous valid version of the same policy is
+    /// dropped as well, because the new spec is what its owner wants now; keeping the old rules
+    /// would enforce something nobody asked for any more, and the error makes the gap visible.
+    pub fn upsert_policy(&mut self, policy: Policy) -> Delta {
+        let reference = policy.reference();
+        let mut delta = Delta::default();
+        let old = self.uninstall(&reference, &mut delta);
+        match validate(&policy) {
+            Ok(validated) => {
+                if !validated.warnings.is_empty() {
+                    self.warnings.insert(reference.clone(), validated.warnings);
+                }
+                self.install(validated.policy, &mut delta);
+            }
+            Err(errors) => {
+                self.quarantined.insert(reference.clone(), errors);
+            }
+        }
+        self.settle_policy_change(&reference, old, delta)
+    }
+
+    pub fn remove_policy(&mut self, reference: &PolicyRef) -> Delta {
+        let mut delta = Delta::default();
+        let old = self.uninstall(reference, &mut delta);
+        self.settle_policy_change(reference, old, delta)
+    }
+
+    /// Drops a policy's subject and group references (groups are collected later, so a group
+    /// the new version uses again is never dropped and recreated).
+    fn uninstall(&mut self, reference: &PolicyRef, delta: &mut Delta) -> Option<Installed> {
+        self.quarantined.remove(reference);
+        self.warnings.remove(reference);
+        let old = self.installed.remove(reference)?;
+        delta.affected_nodes.extend(old.subject_nodes.keys().cloned());
+        for key in &old.subject_pods {
+            if let Some(policies) = self.subjects_of_pod.get_mut(key) {
+                policies.remove(reference);
+                if policies.is_empty() {
+                    self.subjects_of_pod.remove(key);
+                }
+            }
+        }
+        for compiled in old.rule_sets.values() {
+            for id in &compiled.groups {
+                if let Some(group) = self.groups.get_mut(id) {
+                    group.referrers.remove(reference);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    fn install(&mut self, policy: ValidPolicy, delta: &mut Delta) {
+        let reference = policy.reference.clone();
+        let mut rule_sets = BTreeMap::new();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let Some(rules) = policy.rules(direction) else { continue };
+            let (rule_set, definitions) = compile_rule_set(&policy, direction, rules);
+            let mut groups = BTreeSet::new();
+            for definition in definitions {
+                let id = definition.id();
+                let group = self.groups.entry(id.clone()).or_insert_with(|| {
+                    delta.changed_groups.insert(id.clone());
+                    GroupState::resolve(definition, &self.cluster, &self.pods)
+                });
+                group.referrers.insert(reference.clone());
+                groups.insert(id);
+            }
+            rule_sets.insert(direction, CompiledRuleSet { id: rule_set_id(&reference, direction), rule_set, groups });
+        }
+
+        let mut installed = Installed { policy, rule_sets, subject_pods: BTreeSet::new(), subject_nodes: BTreeMap::new() };
+        for key in self.pods.candidates(&installed.policy.subject, &self.cluster) {
+            let Some(pod) = self.cluster.pods.get(key) else { continue };
+            if installed.policy.subject.selects(pod, self.cluster.namespaces.get(&key.namespace)) {
+                installed.add_subject(pod, &mut self.subjects_of_pod);
+            }
+        }
+        delta.affected_nodes.extend(installed.subject_nodes.keys().cloned());
+        self.installed.insert(reference, installed);
+    }
+
+    /// Records changed rule sets, collects groups nobody refers to any more, and completes the delta.
+    fn settle_policy_change(&mut self, reference: &PolicyRef, old: Option<Installed>, mut delta: Delta) -> Delta {
+        let new = self.installed.get(reference);
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let before = old.as_ref().and_then(|installed| installed.rule_sets.get(&direction));
+            let after = new.and_then(|installed| installed.rule_sets.get(&direction));
+            if before.map(|c| &c.rule_set) != after.map(|c| &c.rule_set) {
+                delta.changed_rule_sets.extend(before.or(after).map(|c| c.id.clone()));
+            }
+        }
+        for compiled in old.iter().flat_map(|installed| installed.rule_sets.values()) {
+            for id in &compiled.groups {
+                if self.groups.get(id).is_some_and(|group| group.referrers.is_empty()) {
+                    self.groups.remove(id);
+                    delta.changed_groups.insert(id.clone());
+                }
+            }
+        }
+        self.finish(delta)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Shared steps
+    // -----------------------------------------------------------------------------------------
+
+    /// Moves one pod's contributions to groups and subjects from its old state to its new one.
+    fn reevaluate_pod(
+        &mut self,
+        old: Option<(&Pod, Option<&Namespace>)>,
+        new: Option<(&Pod, Option<&Namespace>)>,
+        delta: &mut Delta,
+    ) {
+        for (id, group) in &mut self.groups {
+            if !group.definition.depends_on_pods() {
+                continue;
+            }
+            let before = old.map(|(pod, ns)| group.definition.pod_members(pod, ns)).unwrap_or_default();
+            let after = new.map(|(pod, ns)| group.definition.pod_members(pod, ns)).unwrap_or_default();
+            if group.replace(before, after) {
+                delta.changed_groups.insert(id.clone());
+            }
+        }
+        for installed in self.installed.values_mut() {
+            let subject = &installed.policy.subject;
+            let was = old.filter(|(pod, ns)| subject.selects(pod, *ns)).map(|(pod, _)| pod);
+            let is = new.filter(|(pod, ns)| subject.selects(pod, *ns)).map(|(pod, _)| pod);
+            if let Some(pod) = was {
+                installed.remove_subject(pod, &mut self.subjects_of_pod);
+                delta.affected_nodes.extend(pod.node.clone());
+            }
+            if let Some(pod) = is {
+                installed.add_subject(pod, &mut self.subjects_of_pod);
+                delta.affected_nodes.extend(pod.node.clone());
+            }
+        }
+    }
+
+    /// Adds the nodes whose plans use a changed group.
+    fn finish(&self, mut delta: Delta) -> Delta {
+        for id in &delta.changed_groups {
+            let Some(group) = self.groups.get(id) else { continue };
+            for reference in &group.referrers {
+                if let Some(installed) = self.installed.get(reference) {
+                    delta.affected_nodes.extend(installed.subject_nodes.keys().cloned());
+                }
+            }
+        }
+        delta
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plans
+    // -----------------------------------------------------------------------------------------
+
+    /// What `node` must enforce now. Pods are those scheduled there that are policy endpoints.
+    pub fn node_plan(&self, node: &str) -> NodePlan {
+        let mut plan = NodePlan { node: node.to_string(), ..NodePlan::default() };
+        for key in self.pods.on_node(node) {
+            let Some(pod) = self.cluster.pods.get(key) else { continue };
+            if !pod.is_policy_endpoint() {
+                continue;
+            }
+            let mut policies: Vec<&Installed> = self
+                .subjects_of_pod
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|reference| self.installed.get(reference))
+                .collect();
+            policies.sort_by(|a, b| a.policy.order_key().cmp(&b.policy.order_key()));
+            let ingress = self.direction_plan(&policies, Direction::Ingress, &mut plan);
+            let egress = self.direction_plan(&policies, Direction::Egress, &mut plan);
+            plan.pods.insert(key.clone(), LocalPod { ips: pod.ips.clone(), ingress, egress });
+        }
+        plan
+    }
+
+    /// The pod's rule sets for one direction (policies already in evaluation order), copying
+    /// the rule sets and groups it uses into the plan.
+    fn direction_plan(&self, policies: &[&Installed], direction: Direction, plan: &mut NodePlan) -> DirectionPlan {
+        let mut result = DirectionPlan::default();
+        let mut network_policy = Vec::new();
+        for installed in policies {
+            let Some(compiled) = installed.rule_sets.get(&direction) else { continue };
+            match installed.policy.layer {
+                Layer::Admin => result.admin.push(compiled.id.clone()),
+                Layer::NetworkPolicy => network_policy.push(compiled.id.clone()),
+                Layer::Baseline => result.baseline.push(compiled.id.clone()),
+            }
+            if !plan.rule_sets.contains_key(&compiled.id) {
+                plan.rule_sets.insert(compiled.id.clone(), compiled.rule_set.clone());
+                for id in &compiled.groups {
+                    if let Some(group) = self.groups.get(id) {
+                        plan.groups.entry(id.clone()).or_insert_with(|| group.members.clone());
+                    }
+                }
+            }
+        }
+        result.network_policy = (!network_policy.is_empty()).then_some(network_policy);
+        result
+    }
+}
+
+impl Installed {
+    fn add_subject(&mut self, pod: &Pod, subjects_of_pod: &mut BTreeMap<PodKey, BTreeSet<PolicyRef>>) {
+        if self.subject_pods.insert(pod.key.clone()) {
+            if let Some(node) = &pod.node {
+                *self.subject_nodes.entry(node.clone()).or_default() += 1;
+            }
+            subjects_of_pod.entry(pod.key.clone()).or_default().insert(self.policy.reference.clone());
+        }
+    }
+
+    fn remove_subject(&mut self, pod: &Pod, subjects_of_pod: &mut BTreeMap<PodKey, BTreeSet<PolicyRef>>) {
+        if self.subject_pods.remove(&pod.key) {
+            if let Some(node) = &pod.node
+                && let Some(count) = self.subject_nodes.get_mut(node)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.subject_nodes.remove(node);
+                }
+            }
+            if let Some(policies) = subjects_of_pod.get_mut(&pod.key) {
+                policies.remove(&self.policy.reference);
+                if policies.is_empty() {
+                    subjects_of_pod.remove(&pod.key);
+                }
+            }
+        }
+    }
+}
+
+impl GroupState {
+    /// A new group with its members resolved from the whole cluster (through the indexes).
+    fn resolve(definition: GroupDefinition, cluster: &Cluster, pods: &PodIndex) -> GroupState {
+        let members = match &definition {
+            GroupDefinition::Pods(_) | GroupDefinition::Nodes(_) => Group::Addresses(BTreeSet::new()),
+            GroupDefinition::Networks(entries) => Group::Networks(entries.clone()),
+            GroupDefinition::NamedPort { .. } => Group::IpPorts(BTreeSet::new()),
+        };
+        let mut group = GroupState { definition, counts: BTreeMap::new(), members, referrers: BTreeSet::new() };
+        let candidates: Vec<&PodKey> = match &group.definition {
+            GroupDefinition::Pods(selection) => pods.candidates(selection, cluster),
+            GroupDefinition::NamedPort { name, .. } => pods.with_port_name(name).iter().collect(),
+            GroupDefinition::Networks(_) | GroupDefinition::Nodes(_) => Vec::new(),
+        };
+        for key in candidates {
+            if let Some(pod) = cluster.pods.get(key) {
+                let added = group.definition.pod_members(pod, cluster.namespaces.get(&key.namespace));
+                group.replace(Vec::new(), added);
+            }
+        }
+        if matches!(group.definition, GroupDefinition::Nodes(_)) {
+            for node in cluster.nodes.values() {
+                let added = group.definition.node_members(node);
+                group.replace(Vec::new(), added);
+            }
+        }
+        group
+    }
+
+    /// Swaps one contributor's members; true if the materialized members changed. Adds go first
+    /// so that an entry present before and after is never dropped in between.
+    fn replace(&mut self, before: Vec<Member>, after: Vec<Member>) -> bool {
+        if before == after {
+            return false;
+        }
+        let mut changed = false;
+        for member in after {
+            let count = self.counts.entry(member).or_default();
+            *count += 1;
+            if *count == 1 {
+                changed |= self.materialize(member, true);
+            }
+        }
+        for member in before {
+            if let Some(count) = self.counts.get_mut(&member) {
+                *count -= 1;
+                if *count == 0 {
+                    self.counts.remove(&member);
+                    changed |= self.materialize(member, false);
+                }
+            }
+        }
+        changed
+    }
+
+    fn materialize(&mut self, member: Member, present: bool) -> bool {
+        match (&mut self.members, member) {
+            (Group::Addresses(set), Member::Address(ip)) => toggle(set, ip, present),
+            (Group::IpPorts(set), Member::IpPort(ip, protocol, port)) => toggle(set, (ip, protocol, port), present),
+            _ => false,
+        }
+    }
+}
+
+fn toggle<T: Ord>(set: &mut BTreeSet<T>, value: T, present: bool) -> bool {
+    if present { set.insert(value) } else { set.remove(&value) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules
+// ---------------------------------------------------------------------------------------------
+
+/// One policy's rules for one direction, with the group definitions they refer to. Rules hold
+/// group ids and port entries only, so their size is O(peers + ports), never O(pods).
+fn compile_rule_set(policy: &ValidPolicy, direction: Direction, rules: &[ValidRule]) -> (RuleSet, Vec<GroupDefinition>) {
+    let mut definitions = Vec::new();
+    let rules = rules
+        .iter()
+        .map(|rule| Rule {
+            index: rule.index,
+            name: rule.name.clone(),
+            action: rule.action,
+            peers: compile_peers(rule.peers.as_deref(), &mut definitions),
+            ports: compile_ports(rule.ports.as_deref(), &mut definitions),
+        })
+        .collect();
+    let rule_set = RuleSet { policy: policy.reference.clone(), revision: policy.revision.clone(), direction, rules };
+    (rule_set, definitions)
+}
+
+fn compile_peers(peers: Option<&[PeerSpec]>, definitions: &mut Vec<GroupDefinition>) -> PeerMatch {
+    let Some(peers) = peers else { return PeerMatch::Any };
+    if peers.contains(&PeerSpec::Everything) {
+        return PeerMatch::Any;
+    }
+    let mut ids = Vec::new();
+    for peer in peers {
+        let definition = match peer {
+            PeerSpec::Pods(selection) => GroupDefinition::Pods(selection.clone()),
+            PeerSpec::IpBlock { cidr, except } => GroupDefinition::Networks(
+                std::iter::once(NetEntry { net: *cidr, nomatch: false })
+                    .chain(except.iter().map(|net| NetEntry { net: *net, nomatch: true }))
+                    .collect(),
+            ),
+            PeerSpec::Networks(nets) => {
+                GroupDefinition::Networks(nets.iter().map(|net| NetEntry { net: *net, nomatch: false }).collect())
+            }
+            PeerSpec::Nodes(selector) => GroupDefinition::Nodes(selector.clone()),
+            PeerSpec::Nothing | PeerSpec::Everything => continue,
+        };
+        push_group(definition, &mut ids, definitions);
+    }
+    PeerMatch::AnyOf(ids)
+}
+
+fn compile_ports(ports: Option<&[PortSpec]>, definitions: &mut Vec<GroupDefinition>) -> PortMatch {
+    let Some(ports) = ports else { return PortMatch::Any };
+    if ports.contains(&PortSpec::Everything) {
+        return PortMatch::Any;
+    }
+    let mut entries = Vec::new();
+    for port in ports {
+        let entry = match port {
+            PortSpec::Range { protocol, first, last } => PortEntry::Range { protocol: *protocol, first: *first, last: *last },
+            PortSpec::Named { name, protocol } => {
+                PortEntry::Named(register(GroupDefinition::NamedPort { name: name.clone(), protocol: *protocol }, definitions))
+            }
+            PortSpec::Everything => continue,
+        };
+        if !entries.contains(&entry) {
+            entries.push(entry);
+        }
+    }
+    PortMatch::AnyOf(entries)
+}
+
+/// Appends a group's id unless the rule already has it.
+fn push_group(definition: GroupDefinition, ids: &mut Vec<GroupId>, definitions: &mut Vec<GroupDefinition>) {
+    let id = register(definition, definitions);
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
+}
+
+/// Canonicalizes a definition and records it for the installer; returns its id.
+fn register(definition: GroupDefinition, definitions: &mut Vec<GroupDefinition>) -> GroupId {
+    let definition = definition.canonical();
+    let id = definition.id();
+    definitions.push(definition);
+    id
+}
