@@ -1,1 +1,23 @@
-//! palisade-agent
+//! Palisade's node agent dataplane: a per-node [`NodePlan`](palisade_engine::plan::NodePlan)
+//! becomes iptables chains and ipsets.
+//!
+//! - [`render`]: pure rendering of a plan into chains (per family) and ipsets; the chain layout is
+//!   documented there.
+//! - [`ipset`]: desired sets, reading `ipset save` back, and the member-level diff.
+//! - [`drift`]: reading our chains back from `iptables-save` and the minimal restore transaction.
+//! - [`apply`]: the [`Applier`] running those batches in order, with metrics and cleanup.
+//! - [`exec`]: running the tools, optionally inside a network namespace.
+//!
+//! Everything we own is named `PAL-*` (chains) or `pal4-*`/`pal6-*` (sets) and every rule we write
+//! carries a `pal:<hash>` comment; nothing else is ever modified.
+
+pub mod apply;
+pub mod drift;
+pub mod exec;
+pub mod ipset;
+pub mod render;
+
+pub use apply::{Applier, ApplyConfig, ApplyError, Metrics, SyncReport};
+pub use exec::Binaries;
+pub use ipset::DesiredIpSets;
+pub use render::{Family, RenderConfig, Rendered, render};

@@ -1,0 +1,242 @@
+//! The applier: makes the kernel match a [`Rendered`] plan with the fewest writes.
+//!
+//! Each sync reads the kernel back, so it doubles as drift repair, and runs in this order:
+//! 1. one `ipset restore -exist` batch: create missing sets, swap rebuilt ones, add/del members;
+//! 2. one `iptables-restore --noflush` transaction per family, declaring only our chains, rewriting
+//!    only chains whose `pal:` hashes differ, deleting our orphans and fixing our hook rules
+//!    (skipped entirely when nothing differs, so pod churn writes no iptables line);
+//! 3. one batch destroying our sets nothing refers to any more.
+//!
+//! A failed restore changes nothing in that table (both tools apply a batch atomically); the error
+//! names the rejected line and the caller retries with backoff. Dropping the applier or stopping
+//! the agent leaves every rule in force: the node fails static, never open. Only [`Applier::cleanup`]
+//! removes what we own.
+
+use std::path::Path;
+
+use crate::drift::{self, TableChanges};
+use crate::exec::{Binaries, ExecError, Runner, blamed_line};
+use crate::ipset::{self, DesiredIpSets, IpSetChanges};
+use crate::render::{DesiredTable, Family, Rendered};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyConfig {
+    pub binaries: Binaries,
+    /// Run every tool inside this network namespace (`ip netns exec <ns>`).
+    pub netns: Option<String>,
+    /// How long iptables-restore waits for the xtables lock.
+    pub wait_seconds: u32,
+    /// Program ip6tables too; off on single-stack IPv4 nodes without IPv6 support.
+    pub ipv6: bool,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig { binaries: Binaries::default(), netns: None, wait_seconds: 10, ipv6: true }
+    }
+}
+
+/// Counters exported by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub syncs: u64,
+    pub restore_errors: u64,
+    /// Drifted objects fixed by [`Applier::check_and_repair`].
+    pub repairs: u64,
+    /// iptables lines written (declarations, rules, deletes), all families.
+    pub lines_written: u64,
+    pub ipset_lines_written: u64,
+}
+
+/// What one reconcile wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub iptables_lines: usize,
+    pub ipset_lines: usize,
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub hooks_inserted: usize,
+    pub marked_rules_deleted: usize,
+    pub sets_created: usize,
+    pub sets_swapped: usize,
+    pub members_added: usize,
+    pub members_removed: usize,
+    pub sets_destroyed: usize,
+}
+
+impl SyncReport {
+    /// Kernel objects that differed from the desired state.
+    pub fn differences(&self) -> usize {
+        self.chains_written
+            + self.chains_deleted
+            + self.hooks_inserted
+            + self.marked_rules_deleted
+            + self.sets_created
+            + self.sets_swapped
+            + self.members_added
+            + self.members_removed
+            + self.sets_destroyed
+    }
+
+    fn add_table(&mut self, changes: &TableChanges) {
+        self.iptables_lines += changes.lines;
+        self.chains_written += changes.chains_written;
+        self.chains_deleted += changes.chains_deleted;
+        self.hooks_inserted += changes.hooks_inserted;
+        self.marked_rules_deleted += changes.marked_rules_deleted;
+    }
+
+    fn add_ipsets(&mut self, changes: &IpSetChanges) {
+        self.ipset_lines += changes.update_lines() + changes.destroy.lines().count();
+        self.sets_created += changes.sets_created;
+        self.sets_swapped += changes.sets_swapped;
+        self.members_added += changes.members_added;
+        self.members_removed += changes.members_removed;
+        self.sets_destroyed += changes.sets_destroyed;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The tool rejected its input; nothing of that batch was applied.
+    #[error("{tool} rejected line {line:?} ({offending:?}): {stderr}")]
+    Restore { tool: String, line: Option<usize>, offending: Option<String>, stderr: String },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+pub struct Applier {
+    config: ApplyConfig,
+    runner: Runner,
+    metrics: Metrics,
+    injected_fault: Option<String>,
+}
+
+impl Applier {
+    pub fn new(config: ApplyConfig) -> Applier {
+        let runner = Runner { ip: config.binaries.ip.clone(), netns: config.netns.clone() };
+        Applier { config, runner, metrics: Metrics::default(), injected_fault: None }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &ApplyConfig {
+        &self.config
+    }
+
+    /// Makes the kernel match `desired`.
+    pub async fn sync(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
+        self.metrics.syncs += 1;
+        let tables = [&desired.v4, &desired.v6];
+        self.reconcile(&desired.ipsets, Some(tables)).await
+    }
+
+    /// Reads our chains and sets back and repairs whatever drifted from `desired` (edited or
+    /// flushed chains, missing or duplicated hooks, stray `PAL-` chains and `pal` sets, changed
+    /// members). Returns what was repaired; also counted in [`Metrics::repairs`].
+    pub async fn check_and_repair(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
+        let tables = [&desired.v4, &desired.v6];
+        let report = self.reconcile(&desired.ipsets, Some(tables)).await?;
+        self.metrics.repairs += report.differences() as u64;
+        if report.differences() > 0 {
+            tracing::warn!(repairs = report.differences(), "repaired dataplane drift");
+        }
+        Ok(report)
+    }
+
+    /// Removes every hook, chain and set Palisade owns; foreign rules and sets are not touched.
+    pub async fn cleanup(&mut self) -> Result<SyncReport, ApplyError> {
+        self.reconcile(&DesiredIpSets::default(), None).await
+    }
+
+    /// Test hook: the next iptables transaction carries this line (e.g. an invalid one) before its
+    /// COMMIT, to exercise the failure path against a real kernel.
+    #[doc(hidden)]
+    pub fn inject_iptables_fault(&mut self, line: impl Into<String>) {
+        self.injected_fault = Some(line.into());
+    }
+
+    /// `tables: None` means "own nothing": the cleanup.
+    async fn reconcile(
+        &mut self,
+        desired_sets: &DesiredIpSets,
+        tables: Option<[&DesiredTable; 2]>,
+    ) -> Result<SyncReport, ApplyError> {
+        let mut report = SyncReport::default();
+
+        let saved_sets = self.runner.run(&self.config.binaries.ipset, &["save"], None).await?;
+        let set_changes = ipset::plan_changes(desired_sets, &ipset::parse_save(&saved_sets));
+        report.add_ipsets(&set_changes);
+        if !set_changes.update.is_empty() {
+            self.ipset_restore(&set_changes.update).await?;
+        }
+
+        for family in Family::ALL {
+            if family == Family::V6 && !self.config.ipv6 {
+                continue;
+            }
+            let binaries = &self.config.binaries;
+            let (save, restore) = match family {
+                Family::V4 => (binaries.iptables_save.clone(), binaries.iptables_restore.clone()),
+                Family::V6 => (binaries.ip6tables_save.clone(), binaries.ip6tables_restore.clone()),
+            };
+            let saved = self.runner.run(&save, &["-t", "filter"], None).await?;
+            let kernel = drift::parse_save(&saved);
+            let changes = match tables {
+                Some([v4, v6]) => drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel),
+                None => drift::plan_cleanup(&kernel),
+            };
+            let mut text = changes.text.clone();
+            if let Some(fault) = self.injected_fault.take() {
+                if text.is_empty() {
+                    text = "*filter\nCOMMIT\n".to_string();
+                }
+                let commit = text.rfind("COMMIT").unwrap_or(text.len());
+                text.insert_str(commit, &format!("{fault}\n"));
+            }
+            if !text.is_empty() {
+                self.iptables_restore(&restore, &text).await?;
+            }
+            report.add_table(&changes);
+        }
+
+        if !set_changes.destroy.is_empty() {
+            self.ipset_restore(&set_changes.destroy).await?;
+        }
+        self.metrics.lines_written += report.iptables_lines as u64;
+        self.metrics.ipset_lines_written += report.ipset_lines as u64;
+        tracing::debug!(?report, "dataplane reconciled");
+        Ok(report)
+    }
+
+    async fn iptables_restore(&mut self, program: &Path, text: &str) -> Result<(), ApplyError> {
+        let wait = format!("--wait={}", self.config.wait_seconds);
+        let result = self.runner.run(program, &["--noflush", &wait], Some(text)).await;
+        self.restore_result(result, text)
+    }
+
+    async fn ipset_restore(&mut self, text: &str) -> Result<(), ApplyError> {
+        let program = self.config.binaries.ipset.clone();
+        let result = self.runner.run(&program, &["restore", "-exist"], Some(text)).await;
+        self.restore_result(result, text)
+    }
+
+    fn restore_result(&mut self, result: Result<String, ExecError>, input: &str) -> Result<(), ApplyError> {
+        match result {
+            Ok(_) => Ok(()),
+            Err(ExecError::Failed { program, stderr, .. }) => {
+                self.metrics.restore_errors += 1;
+                let line = blamed_line(&stderr);
+                let offending = line.and_then(|number| input.lines().nth(number.checked_sub(1)?)).map(str::to_string);
+                tracing::error!(%program, ?line, ?offending, %stderr, "restore rejected; previous rules stay in force");
+                Err(ApplyError::Restore { tool: program, line, offending, stderr })
+            }
+            Err(other) => {
+                self.metrics.restore_errors += 1;
+                Err(other.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Reading our chains back from `iptables-save` and computing the smallest restore that makes the
+//! kernel match the desired table.
+//!
+//! Only names starting with [`CHAIN_PREFIX`] and rules carrying a `pal:` comment are looked at; a
+//! chain is identified by the ordered list of its rules' `pal:` hashes, so comparing costs no
+//! parsing of matches and a flushed, edited or reordered chain shows up as a mismatch.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::render::{CHAIN_PREFIX, COMMENT_PREFIX, DesiredTable};
+
+/// Our part of the kernel's filter table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelTable {
+    /// Our chains with the `pal:` hash of each rule (`None`: a rule we did not write).
+    pub chains: BTreeMap<String, Vec<Option<String>>>,
+    /// Rules carrying our comment inside chains we do not own: our hooks, or strays.
+    pub marked_foreign_rules: Vec<MarkedRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkedRule {
+    pub chain: String,
+    pub hash: String,
+    /// The rule as saved, after `-A <chain> `: replayed verbatim after `-D <chain> ` to delete it.
+    pub spec: String,
+}
+
+pub fn is_owned_chain(name: &str) -> bool {
+    name.starts_with(CHAIN_PREFIX)
+}
+
+pub fn parse_save(text: &str) -> KernelTable {
+    let mut table = KernelTable::default();
+    let mut in_filter = false;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            in_filter = name.trim() == "filter";
+            continue;
+        }
+        if !in_filter {
+            continue;
+        }
+        if let Some(declaration) = line.strip_prefix(':') {
+            let name = declaration.split_whitespace().next().unwrap_or_default();
+            if is_owned_chain(name) {
+                table.chains.entry(name.to_string()).or_default();
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            let hash = comment_hash(spec);
+            if is_owned_chain(chain) {
+                table.chains.entry(chain.to_string()).or_default().push(hash);
+            } else if let Some(hash) = hash {
+                table.marked_foreign_rules.push(MarkedRule {
+                    chain: chain.to_string(),
+                    hash,
+                    spec: spec.to_string(),
+                });
+            }
+        }
+    }
+    table
+}
+
+/// The hash of a `--comment "pal:<hash>"` (quoted or not), if the rule carries one.
+fn comment_hash(spec: &str) -> Option<String> {
+    let start = spec.find("--comment ")? + "--comment ".len();
+    let value = spec[start..].trim_start_matches('"');
+    let hash = value.strip_prefix(COMMENT_PREFIX)?;
+    Some(hash.chars().take_while(char::is_ascii_alphanumeric).collect())
+}
+
+/// One `iptables-restore --noflush` transaction and what it does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableChanges {
+    /// Empty when the kernel already matches: no restore is run at all.
+    pub text: String,
+    /// Lines of the transaction other than `*filter` and `COMMIT`.
+    pub lines: usize,
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub hooks_inserted: usize,
+    pub marked_rules_deleted: usize,
+}
+
+impl TableChanges {
+    pub fn repairs(&self) -> usize {
+        self.chains_written + self.chains_deleted + self.hooks_inserted + self.marked_rules_deleted
+    }
+}
+
+pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChanges {
+    let mut changes = TableChanges::default();
+    let mut body = Vec::new();
+
+    let changed: Vec<&String> = desired
+        .chains
+        .iter()
+        .filter(|(name, rules)| {
+            kernel.chains.get(*name).is_none_or(|hashes| {
+                hashes.len() != rules.len()
+                    || hashes.iter().zip(rules.iter()).any(|(hash, rule)| hash.as_deref() != Some(rule.hash.as_str()))
+            })
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let orphans: Vec<&String> = kernel.chains.keys().filter(|name| !desired.chains.contains_key(*name)).collect();
+
+    // Declaring a chain creates it or flushes it; every rewritten or orphaned chain is declared
+    // before any rule so references between them resolve inside the one transaction.
+    for name in changed.iter().chain(orphans.iter()) {
+        body.push(format!(":{name} - [0:0]"));
+    }
+    for name in &changed {
+        for rule in &desired.chains[*name] {
+            body.push(rule.restore_line(name));
+        }
+    }
+    changes.chains_written = changed.len();
+
+    let mut kept_hooks: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for rule in &kernel.marked_foreign_rules {
+        let wanted = desired.hooks.iter().any(|hook| hook.kernel_chain == rule.chain && hook.hash == rule.hash);
+        let seen = kept_hooks.entry((rule.chain.as_str(), rule.hash.as_str())).or_default();
+        *seen += 1;
+        if !wanted || *seen > 1 {
+            body.push(format!("-D {} {}", rule.chain, rule.spec));
+            changes.marked_rules_deleted += 1;
+        }
+    }
+    for hook in &desired.hooks {
+        if !kept_hooks.contains_key(&(hook.kernel_chain, hook.hash.as_str())) {
+            body.push(hook.insert_line());
+            changes.hooks_inserted += 1;
+        }
+    }
+
+    for name in &orphans {
+        body.push(format!("-X {name}"));
+    }
+    changes.chains_deleted = orphans.len();
+
+    if !body.is_empty() {
+        changes.lines = body.len();
+        changes.text = transaction(&body);
+    }
+    changes
+}
+
+/// Removes every rule and chain we own: marked rules in foreign chains first, then our chains.
+pub fn plan_cleanup(kernel: &KernelTable) -> TableChanges {
+    let empty = DesiredTable { family: crate::render::Family::V4, chains: BTreeMap::new(), hooks: Vec::new() };
+    plan_changes(&empty, kernel)
+}
+
+fn transaction(body: &[String]) -> String {
+    let mut text = String::from("*filter\n");
+    for line in body {
+        let _ = writeln!(text, "{line}");
+    }
+    text.push_str("COMMIT\n");
+    text
+}

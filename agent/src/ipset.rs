@@ -1,0 +1,345 @@
+//! Desired ipsets, reading `ipset save` back, and the `ipset restore` batches that reconcile them.
+//!
+//! Reconciling never empties a set that rules refer to: missing sets are created and filled, a set
+//! whose header (type, family, maxelem) differs is rebuilt in a temporary set and `swap`ped in, and
+//! a set whose members differ gets `add`/`del` of the difference in place. Destroying sets nothing
+//! refers to is a separate batch, run only after iptables stopped referring to them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use palisade_engine::model::Protocol;
+use palisade_engine::plan::Group;
+
+use crate::render::Family;
+
+/// Sets grow in powers of two from here; crossing it changes the header and triggers a swap.
+const MIN_MAXELEM: u32 = 65536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetType {
+    HashIp,
+    HashNet,
+    HashIpPort,
+}
+
+impl SetType {
+    pub fn ipset_type(self) -> &'static str {
+        match self {
+            SetType::HashIp => "hash:ip",
+            SetType::HashNet => "hash:net",
+            SetType::HashIpPort => "hash:ip,port",
+        }
+    }
+
+    /// The letter in our set names, so one group id never maps to two types under one name.
+    pub fn letter(self) -> char {
+        match self {
+            SetType::HashIp => 'a',
+            SetType::HashNet => 'n',
+            SetType::HashIpPort => 'p',
+        }
+    }
+}
+
+/// One ipset member, typed so that kernel read-back compares equal regardless of formatting.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    Ip(IpAddr),
+    Net { net: IpNet, nomatch: bool },
+    IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Member::Ip(ip) => write!(f, "{ip}"),
+            Member::Net { net, nomatch } => {
+                write!(f, "{net}")?;
+                if *nomatch { write!(f, " nomatch") } else { Ok(()) }
+            }
+            Member::IpPort { ip, protocol, port } => write!(f, "{ip},{}:{port}", protocol_text(*protocol)),
+        }
+    }
+}
+
+fn protocol_text(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+        Protocol::Icmp => "icmp",
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetSpec {
+    pub name: String,
+    pub set_type: SetType,
+    pub family: Family,
+    pub maxelem: u32,
+    pub members: BTreeSet<Member>,
+}
+
+impl SetSpec {
+    pub fn new(name: String, set_type: SetType, family: Family, members: BTreeSet<Member>) -> SetSpec {
+        let wanted = u32::try_from(members.len()).unwrap_or(u32::MAX).saturating_mul(2);
+        let maxelem = wanted.checked_next_power_of_two().unwrap_or(u32::MAX).max(MIN_MAXELEM);
+        SetSpec { name, set_type, family, maxelem, members }
+    }
+
+    fn create_line(&self, name: &str) -> String {
+        format!(
+            "create {name} {} family {} maxelem {}",
+            self.set_type.ipset_type(),
+            self.family.ipset_family(),
+            self.maxelem
+        )
+    }
+
+    fn header_matches(&self, kernel: &KernelSet) -> bool {
+        kernel.set_type == self.set_type.ipset_type()
+            && kernel.family == self.family.ipset_family()
+            && kernel.maxelem == Some(self.maxelem)
+            && kernel.parsed_all_members
+    }
+}
+
+/// The ipsets one plan needs, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredIpSets {
+    pub sets: BTreeMap<String, SetSpec>,
+}
+
+impl DesiredIpSets {
+    pub fn contains(&self, name: &str) -> bool {
+        self.sets.contains_key(name)
+    }
+
+    pub fn insert(&mut self, spec: SetSpec) {
+        self.sets.insert(spec.name.clone(), spec);
+    }
+
+    /// `ipset restore` text creating and filling every set (what a from-scratch install writes).
+    pub fn restore_text(&self) -> String {
+        let mut text = String::new();
+        for spec in self.sets.values() {
+            text.push_str(&spec.create_line(&spec.name));
+            text.push('\n');
+            for member in &spec.members {
+                text.push_str(&format!("add {} {member}\n", spec.name));
+            }
+        }
+        text
+    }
+}
+
+/// The members of a group in one family, in ipset's terms.
+pub fn group_members(group: &Group, family: Family) -> BTreeSet<Member> {
+    match group {
+        Group::Addresses(ips) => ips.iter().filter(|ip| Family::of(ip) == family).map(|ip| Member::Ip(*ip)).collect(),
+        Group::Networks(entries) => {
+            // An explicit entry wins over one produced by splitting a /0 into two /1.
+            let mut members: BTreeMap<IpNet, bool> = BTreeMap::new();
+            let mut split: Vec<(IpNet, bool)> = Vec::new();
+            for entry in entries.iter().filter(|entry| Family::of(&entry.net.addr()) == family) {
+                let net = entry.net.trunc();
+                if net.prefix_len() == 0 {
+                    split.extend(halves(net).into_iter().map(|half| (half, entry.nomatch)));
+                } else {
+                    members.insert(net, entry.nomatch);
+                }
+            }
+            for (net, nomatch) in split {
+                members.entry(net).or_insert(nomatch);
+            }
+            members.into_iter().map(|(net, nomatch)| Member::Net { net, nomatch }).collect()
+        }
+        Group::IpPorts(triples) => triples
+            .iter()
+            .filter(|(ip, protocol, _)| Family::of(ip) == family && protocol.has_ports())
+            .map(|(ip, protocol, port)| Member::IpPort { ip: *ip, protocol: *protocol, port: *port })
+            .collect(),
+    }
+}
+
+/// hash:net rejects a /0 prefix; two /1 halves cover the same addresses.
+fn halves(net: IpNet) -> [IpNet; 2] {
+    match net {
+        IpNet::V4(_) => [
+            IpNet::V4(Ipv4Net::new_assert([0, 0, 0, 0].into(), 1)),
+            IpNet::V4(Ipv4Net::new_assert([128, 0, 0, 0].into(), 1)),
+        ],
+        IpNet::V6(_) => [
+            IpNet::V6(Ipv6Net::new_assert(0u128.into(), 1)),
+            IpNet::V6(Ipv6Net::new_assert((1u128 << 127).into(), 1)),
+        ],
+    }
+}
+
+// ---- the kernel's view ------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelSet {
+    pub set_type: String,
+    pub family: String,
+    pub maxelem: Option<u32>,
+    pub members: BTreeSet<Member>,
+    /// False when some member could not be parsed: the set is then rebuilt rather than patched.
+    pub parsed_all_members: bool,
+}
+
+/// Our sets as `ipset save` shows them; foreign sets are skipped.
+pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
+    let mut sets: BTreeMap<String, KernelSet> = BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("create"), Some(name)) if is_owned_set(name) => {
+                let rest: Vec<&str> = words.collect();
+                let set_type = rest.first().copied().unwrap_or_default().to_string();
+                let option = |key: &str| rest.windows(2).find(|pair| pair[0] == key).map(|pair| pair[1]);
+                sets.insert(
+                    name.to_string(),
+                    KernelSet {
+                        set_type,
+                        family: option("family").unwrap_or("inet").to_string(),
+                        maxelem: option("maxelem").and_then(|value| value.parse().ok()),
+                        members: BTreeSet::new(),
+                        parsed_all_members: true,
+                    },
+                );
+            }
+            (Some("add"), Some(name)) => {
+                let Some(set) = sets.get_mut(name) else { continue };
+                let rest: Vec<&str> = words.collect();
+                match parse_member(&set.set_type, &rest) {
+                    Some(member) => {
+                        set.members.insert(member);
+                    }
+                    None => set.parsed_all_members = false,
+                }
+            }
+            _ => {}
+        }
+    }
+    sets
+}
+
+pub fn is_owned_set(name: &str) -> bool {
+    Family::ALL.iter().any(|family| name.starts_with(family.set_prefix()))
+}
+
+fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
+    let first = *words.first()?;
+    match set_type {
+        "hash:ip" => first.parse().ok().map(Member::Ip),
+        "hash:net" => {
+            let net = match first.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => IpNet::from(first.parse::<IpAddr>().ok()?),
+            };
+            Some(Member::Net { net, nomatch: words.contains(&"nomatch") })
+        }
+        "hash:ip,port" => {
+            let (ip, protocol_port) = first.split_once(',')?;
+            let (protocol, port) = protocol_port.split_once(':')?;
+            let protocol = match protocol {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                "sctp" => Protocol::Sctp,
+                _ => return None,
+            };
+            Some(Member::IpPort { ip: ip.parse().ok()?, protocol, port: port.parse().ok()? })
+        }
+        _ => None,
+    }
+}
+
+// ---- reconciling ------------------------------------------------------------------------------
+
+/// What one reconcile does to ipsets, as `ipset restore` batches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpSetChanges {
+    /// Creates, swaps and member add/del; runs before iptables.
+    pub update: String,
+    /// Destroys of our sets no longer desired; runs after iptables dropped references to them.
+    pub destroy: String,
+    pub sets_created: usize,
+    pub sets_swapped: usize,
+    pub members_added: usize,
+    pub members_removed: usize,
+    pub sets_destroyed: usize,
+}
+
+impl IpSetChanges {
+    pub fn update_lines(&self) -> usize {
+        self.update.lines().count()
+    }
+}
+
+pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet>) -> IpSetChanges {
+    let mut changes = IpSetChanges::default();
+    for (name, spec) in &desired.sets {
+        match kernel.get(name) {
+            None => {
+                changes.sets_created += 1;
+                push_create_and_fill(&mut changes.update, spec, name);
+            }
+            Some(current) if !spec.header_matches(current) => {
+                // Fill a temporary set and swap it in: the live set is never observed empty.
+                changes.sets_swapped += 1;
+                let temporary = temporary_name(name);
+                push_create_and_fill(&mut changes.update, spec, &temporary);
+                changes.update.push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
+            }
+            Some(current) => {
+                for member in spec.members.difference(&current.members) {
+                    changes.members_added += 1;
+                    changes.update.push_str(&format!("add {name} {member}\n"));
+                }
+                let desired_keys: BTreeSet<String> = spec.members.iter().map(member_key).collect();
+                for member in current.members.difference(&spec.members) {
+                    if desired_keys.contains(&member_key(member)) {
+                        continue; // only the nomatch flag changed: the add above (with -exist) updated it
+                    }
+                    changes.members_removed += 1;
+                    changes.update.push_str(&format!("del {name} {}\n", member_key(member)));
+                }
+            }
+        }
+    }
+    for name in kernel.keys().filter(|name| !desired.contains(name)) {
+        changes.sets_destroyed += 1;
+        changes.destroy.push_str(&format!("destroy {name}\n"));
+    }
+    changes
+}
+
+fn push_create_and_fill(text: &mut String, spec: &SetSpec, name: &str) {
+    text.push_str(&spec.create_line(name));
+    text.push('\n');
+    // A temporary left over by an interrupted run must not leak stale members into the swap.
+    text.push_str(&format!("flush {name}\n"));
+    for member in &spec.members {
+        text.push_str(&format!("add {name} {member}\n"));
+    }
+}
+
+/// `del` takes the entry without flags such as `nomatch`.
+fn member_key(member: &Member) -> String {
+    match member {
+        Member::Net { net, .. } => net.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Our names are at most 23 characters, so the 3-character infix keeps temporaries within 31.
+fn temporary_name(name: &str) -> String {
+    match name.split_at_checked(5) {
+        Some((prefix, rest)) => format!("{prefix}tmp{rest}"),
+        None => format!("{name}-tmp"),
+    }
+}
