@@ -11,12 +11,32 @@ use crate::verdict::{Decision, Flow, Reason, Verdict};
 
 /// Judges one flow against the cluster and the policies. Invalid policies are ignored entirely.
 pub fn verdict(cluster: &Cluster, policies: &[Policy], flow: &Flow) -> Verdict {
-    let (valid, _errors, _warnings) = validate_all(policies);
+    Reference::new(cluster, policies).verdict(flow)
+}
+
+/// The reference evaluator with the policies validated once, to judge many flows.
+pub struct Reference<'a> {
+    cluster: &'a Cluster,
+    policies: Vec<ValidPolicy>,
+}
+
+impl<'a> Reference<'a> {
+    pub fn new(cluster: &'a Cluster, policies: &[Policy]) -> Self {
+        let (valid, _errors, _warnings) = validate_all(policies);
+        Reference { cluster, policies: valid }
+    }
+
+    pub fn verdict(&self, flow: &Flow) -> Verdict {
+        judge_flow(self.cluster, &self.policies, flow)
+    }
+}
+
+fn judge_flow(cluster: &Cluster, valid: &[ValidPolicy], flow: &Flow) -> Verdict {
     if flow.src == flow.dst {
         let loopback = Decision { allowed: true, reason: Reason::Loopback };
         return Verdict { allowed: true, egress: loopback.clone(), ingress: loopback };
     }
-    let judge = Judge { cluster, policies: &valid, flow };
+    let judge = Judge { cluster, policies: valid, flow };
     let egress = match pod_with_address(cluster, flow.src) {
         None => Decision { allowed: true, reason: Reason::NotAPod },
         Some(pod) => judge.decide(pod, Direction::Egress, flow.dst),
