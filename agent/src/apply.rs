@@ -98,7 +98,9 @@ impl SyncReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The tool rejected its input; nothing of that batch was applied.
+    /// The tool rejected its input; nothing of that batch was applied. `line` is the tool's own
+    /// blame: parse errors name the bad line, nf_tables commit-time errors (e.g. a missing jump
+    /// target) name the `COMMIT` line.
     #[error("{tool} rejected line {line:?} ({offending:?}): {stderr}")]
     Restore { tool: String, line: Option<usize>, offending: Option<String>, stderr: String },
     #[error(transparent)]

@@ -1,0 +1,76 @@
+//! Snapshot tests pinning the rendered text, plus pure properties of the renderer.
+mod common;
+
+use common::*;
+use palisade_agent::render;
+use palisade_engine::plan::Group;
+
+#[test]
+fn sample_plan_renders_stable_ipv4_text() {
+    let rendered = render(&sample_plan(), &render_config());
+    insta::assert_snapshot!("sample_ipv4", rendered.ipv4);
+}
+
+#[test]
+fn sample_plan_renders_stable_ipv6_text() {
+    let rendered = render(&sample_plan(), &render_config());
+    insta::assert_snapshot!("sample_ipv6", rendered.ipv6);
+}
+
+#[test]
+fn sample_plan_renders_stable_ipsets() {
+    let rendered = render(&sample_plan(), &render_config());
+    insta::assert_snapshot!("sample_ipsets", rendered.ipsets.restore_text());
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let first = render(&sample_plan(), &render_config());
+    let second = render(&sample_plan(), &render_config());
+    assert_eq!(first, second);
+}
+
+#[test]
+fn names_fit_kernel_limits() {
+    let rendered = render(&sample_plan(), &render_config());
+    for table in [&rendered.v4, &rendered.v6] {
+        for chain in table.chains.keys() {
+            assert!(chain.len() <= 28, "chain name too long: {chain}");
+            assert!(chain.starts_with("PAL-"));
+        }
+    }
+    for name in rendered.ipsets.sets.keys() {
+        assert!(name.len() + 3 <= 31, "set name leaves no room for its temporary: {name}");
+    }
+}
+
+#[test]
+fn group_membership_changes_only_ipsets() {
+    let config = render_config();
+    let before = render(&sample_plan(), &config);
+    let mut plan = sample_plan();
+    if let Some(Group::Addresses(members)) = plan.groups.get_mut(&gid(CLIENTS)) {
+        members.insert(ip("198.18.2.11"));
+        members.insert(ip("fd00:198:18:2::11"));
+    }
+    let after = render(&plan, &config);
+    assert_eq!(before.v4, after.v4);
+    assert_eq!(before.v6, after.v6);
+    assert_ne!(before.ipsets, after.ipsets);
+}
+
+#[test]
+fn open_pods_get_no_chain_and_no_dispatch() {
+    let rendered = render(&sample_plan(), &render_config());
+    assert!(!rendered.ipv4.contains("198.18.1.30"), "the open pod db must not appear");
+    // web's IPv6 address is isolated; api has no IPv6 address, so only web dispatches in v6.
+    assert!(rendered.ipv6.contains("-d fd00:198:18:1::10/128 -g PAL-I-"));
+}
+
+#[test]
+fn empty_plan_renders_only_the_skeleton() {
+    let rendered = render(&Default::default(), &Default::default());
+    assert!(rendered.ipv4.contains("-j DROP"), "dispatch ends in a fail-closed DROP");
+    assert_eq!(rendered.v4.chains.len(), 5);
+    assert_eq!(rendered.ipsets.sets.len(), 4, "isolation sets per family and direction");
+}
