@@ -60,11 +60,32 @@ impl Protocol {
     }
 }
 
-/// A pod's identity: namespace and name.
+/// A pod's identity: namespace and name. It serializes as `namespace/name`, so maps keyed by
+/// pods stay valid JSON objects on the wire and on disk.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct PodKey {
     pub namespace: String,
     pub name: String,
+}
+
+impl From<PodKey> for String {
+    fn from(key: PodKey) -> String {
+        key.to_string()
+    }
+}
+
+impl TryFrom<String> for PodKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PodKey, String> {
+        match text.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(PodKey { namespace: namespace.to_string(), name: name.to_string() })
+            }
+            _ => Err(format!("pod key {text:?} is not of the form namespace/name")),
+        }
+    }
 }
 
 impl std::fmt::Display for PodKey {
