@@ -12,8 +12,6 @@
 //! the agent leaves every rule in force: the node fails static, never open. Only [`Applier::cleanup`]
 //! removes what we own.
 
-use std::path::Path;
-
 use crate::drift::{self, TableChanges};
 use crate::exec::{Binaries, ExecError, Runner, blamed_line};
 use crate::ipset::{self, DesiredIpSets, IpSetChanges};
@@ -32,7 +30,12 @@ pub struct ApplyConfig {
 
 impl Default for ApplyConfig {
     fn default() -> Self {
-        ApplyConfig { binaries: Binaries::default(), netns: None, wait_seconds: 10, ipv6: true }
+        ApplyConfig {
+            binaries: Binaries::default(),
+            netns: None,
+            wait_seconds: 10,
+            ipv6: true,
+        }
     }
 }
 
@@ -102,7 +105,12 @@ pub enum ApplyError {
     /// blame: parse errors name the bad line, nf_tables commit-time errors (e.g. a missing jump
     /// target) name the `COMMIT` line.
     #[error("{tool} rejected line {line:?} ({offending:?}): {stderr}")]
-    Restore { tool: String, line: Option<usize>, offending: Option<String>, stderr: String },
+    Restore {
+        tool: String,
+        line: Option<usize>,
+        offending: Option<String>,
+        stderr: String,
+    },
     #[error(transparent)]
     Exec(#[from] ExecError),
 }
@@ -116,8 +124,16 @@ pub struct Applier {
 
 impl Applier {
     pub fn new(config: ApplyConfig) -> Applier {
-        let runner = Runner { ip: config.binaries.ip.clone(), netns: config.netns.clone() };
-        Applier { config, runner, metrics: Metrics::default(), injected_fault: None }
+        let runner = Runner {
+            ip: config.binaries.ip.clone(),
+            netns: config.netns.clone(),
+        };
+        Applier {
+            config,
+            runner,
+            metrics: Metrics::default(),
+            injected_fault: None,
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -153,8 +169,8 @@ impl Applier {
         self.reconcile(&DesiredIpSets::default(), None).await
     }
 
-    /// Test hook: the next iptables transaction carries this line (e.g. an invalid one) before its
-    /// COMMIT, to exercise the failure path against a real kernel.
+    /// Test hook: the next sync's iptables transactions (every family) carry this line (e.g. an
+    /// invalid one) before their COMMIT, to exercise the failure path against a real kernel.
     #[doc(hidden)]
     pub fn inject_iptables_fault(&mut self, line: impl Into<String>) {
         self.injected_fault = Some(line.into());
@@ -167,41 +183,79 @@ impl Applier {
         tables: Option<[&DesiredTable; 2]>,
     ) -> Result<SyncReport, ApplyError> {
         let mut report = SyncReport::default();
+        let binaries = self.config.binaries.clone();
+        let program_ipv6 = self.config.ipv6;
 
-        let saved_sets = self.runner.run(&self.config.binaries.ipset, &["save"], None).await?;
+        // The three reads are independent: run them concurrently (they dominate a no-op sync).
+        let read_v6 = async {
+            if program_ipv6 {
+                self.runner
+                    .run(&binaries.ip6tables_save, &["-t", "filter"], None)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (saved_sets, saved_v4, saved_v6) = tokio::join!(
+            self.runner.run(&binaries.ipset, &["save"], None),
+            self.runner
+                .run(&binaries.iptables_save, &["-t", "filter"], None),
+            read_v6,
+        );
+        let (saved_sets, saved_v4, saved_v6) = (saved_sets?, saved_v4?, saved_v6?);
+
         let set_changes = ipset::plan_changes(desired_sets, &ipset::parse_save(&saved_sets));
         report.add_ipsets(&set_changes);
         if !set_changes.update.is_empty() {
             self.ipset_restore(&set_changes.update).await?;
         }
 
-        for family in Family::ALL {
-            if family == Family::V6 && !self.config.ipv6 {
-                continue;
-            }
-            let binaries = &self.config.binaries;
-            let (save, restore) = match family {
-                Family::V4 => (binaries.iptables_save.clone(), binaries.iptables_restore.clone()),
-                Family::V6 => (binaries.ip6tables_save.clone(), binaries.ip6tables_restore.clone()),
-            };
-            let saved = self.runner.run(&save, &["-t", "filter"], None).await?;
+        let mut transactions: Vec<(Family, String)> = Vec::new();
+        for (family, saved) in [(Family::V4, Some(saved_v4)), (Family::V6, saved_v6)] {
+            let Some(saved) = saved else { continue };
             let kernel = drift::parse_save(&saved);
             let changes = match tables {
-                Some([v4, v6]) => drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel),
+                Some([v4, v6]) => {
+                    drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel)
+                }
                 None => drift::plan_cleanup(&kernel),
             };
             let mut text = changes.text.clone();
-            if let Some(fault) = self.injected_fault.take() {
+            if let Some(fault) = &self.injected_fault {
                 if text.is_empty() {
                     text = "*filter\nCOMMIT\n".to_string();
                 }
                 let commit = text.rfind("COMMIT").unwrap_or(text.len());
                 text.insert_str(commit, &format!("{fault}\n"));
             }
-            if !text.is_empty() {
-                self.iptables_restore(&restore, &text).await?;
-            }
             report.add_table(&changes);
+            if !text.is_empty() {
+                transactions.push((family, text));
+            }
+        }
+        self.injected_fault = None;
+        // IPv4 and IPv6 are separate tables: their transactions run concurrently, and each is
+        // atomic on its own (one family may apply while the other is rejected; the retry converges).
+        let wait = format!("--wait={}", self.config.wait_seconds);
+        let program = |family: Family| match family {
+            Family::V4 => binaries.iptables_restore.as_path(),
+            Family::V6 => binaries.ip6tables_restore.as_path(),
+        };
+        let runner = &self.runner;
+        let results = match transactions.as_slice() {
+            [] => Vec::new(),
+            [(family, text)] => vec![run_restore(runner, program(*family), &wait, text).await],
+            [(first, first_text), (second, second_text), ..] => {
+                let (a, b) = tokio::join!(
+                    run_restore(runner, program(*first), &wait, first_text),
+                    run_restore(runner, program(*second), &wait, second_text)
+                );
+                vec![a, b]
+            }
+        };
+        for (result, (_, text)) in results.into_iter().zip(&transactions) {
+            self.restore_result(result, text)?;
         }
 
         if !set_changes.destroy.is_empty() {
@@ -213,27 +267,37 @@ impl Applier {
         Ok(report)
     }
 
-    async fn iptables_restore(&mut self, program: &Path, text: &str) -> Result<(), ApplyError> {
-        let wait = format!("--wait={}", self.config.wait_seconds);
-        let result = self.runner.run(program, &["--noflush", &wait], Some(text)).await;
-        self.restore_result(result, text)
-    }
-
     async fn ipset_restore(&mut self, text: &str) -> Result<(), ApplyError> {
         let program = self.config.binaries.ipset.clone();
-        let result = self.runner.run(&program, &["restore", "-exist"], Some(text)).await;
+        let result = self
+            .runner
+            .run(&program, &["restore", "-exist"], Some(text))
+            .await;
         self.restore_result(result, text)
     }
 
-    fn restore_result(&mut self, result: Result<String, ExecError>, input: &str) -> Result<(), ApplyError> {
+    fn restore_result(
+        &mut self,
+        result: Result<String, ExecError>,
+        input: &str,
+    ) -> Result<(), ApplyError> {
         match result {
             Ok(_) => Ok(()),
-            Err(ExecError::Failed { program, stderr, .. }) => {
+            Err(ExecError::Failed {
+                program, stderr, ..
+            }) => {
                 self.metrics.restore_errors += 1;
                 let line = blamed_line(&stderr);
-                let offending = line.and_then(|number| input.lines().nth(number.checked_sub(1)?)).map(str::to_string);
+                let offending = line
+                    .and_then(|number| input.lines().nth(number.checked_sub(1)?))
+                    .map(str::to_string);
                 tracing::error!(%program, ?line, ?offending, %stderr, "restore rejected; previous rules stay in force");
-                Err(ApplyError::Restore { tool: program, line, offending, stderr })
+                Err(ApplyError::Restore {
+                    tool: program,
+                    line,
+                    offending,
+                    stderr,
+                })
             }
             Err(other) => {
                 self.metrics.restore_errors += 1;
@@ -241,4 +305,13 @@ impl Applier {
             }
         }
     }
+}
+
+async fn run_restore(
+    runner: &Runner,
+    program: &std::path::Path,
+    wait: &str,
+    text: &str,
+) -> Result<String, ExecError> {
+    runner.run(program, &["--noflush", wait], Some(text)).await
 }

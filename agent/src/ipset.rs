@@ -48,8 +48,15 @@ impl SetType {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Member {
     Ip(IpAddr),
-    Net { net: IpNet, nomatch: bool },
-    IpPort { ip: IpAddr, protocol: Protocol, port: u16 },
+    Net {
+        net: IpNet,
+        nomatch: bool,
+    },
+    IpPort {
+        ip: IpAddr,
+        protocol: Protocol,
+        port: u16,
+    },
 }
 
 impl fmt::Display for Member {
@@ -58,9 +65,15 @@ impl fmt::Display for Member {
             Member::Ip(ip) => write!(f, "{ip}"),
             Member::Net { net, nomatch } => {
                 write!(f, "{net}")?;
-                if *nomatch { write!(f, " nomatch") } else { Ok(()) }
+                if *nomatch {
+                    write!(f, " nomatch")
+                } else {
+                    Ok(())
+                }
             }
-            Member::IpPort { ip, protocol, port } => write!(f, "{ip},{}:{port}", protocol_text(*protocol)),
+            Member::IpPort { ip, protocol, port } => {
+                write!(f, "{ip},{}:{port}", protocol_text(*protocol))
+            }
         }
     }
 }
@@ -84,10 +97,26 @@ pub struct SetSpec {
 }
 
 impl SetSpec {
-    pub fn new(name: String, set_type: SetType, family: Family, members: BTreeSet<Member>) -> SetSpec {
-        let wanted = u32::try_from(members.len()).unwrap_or(u32::MAX).saturating_mul(2);
-        let maxelem = wanted.checked_next_power_of_two().unwrap_or(u32::MAX).max(MIN_MAXELEM);
-        SetSpec { name, set_type, family, maxelem, members }
+    pub fn new(
+        name: String,
+        set_type: SetType,
+        family: Family,
+        members: BTreeSet<Member>,
+    ) -> SetSpec {
+        let wanted = u32::try_from(members.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(2);
+        let maxelem = wanted
+            .checked_next_power_of_two()
+            .unwrap_or(u32::MAX)
+            .max(MIN_MAXELEM);
+        SetSpec {
+            name,
+            set_type,
+            family,
+            maxelem,
+            members,
+        }
     }
 
     fn create_line(&self, name: &str) -> String {
@@ -139,12 +168,19 @@ impl DesiredIpSets {
 /// The members of a group in one family, in ipset's terms.
 pub fn group_members(group: &Group, family: Family) -> BTreeSet<Member> {
     match group {
-        Group::Addresses(ips) => ips.iter().filter(|ip| Family::of(ip) == family).map(|ip| Member::Ip(*ip)).collect(),
+        Group::Addresses(ips) => ips
+            .iter()
+            .filter(|ip| Family::of(ip) == family)
+            .map(|ip| Member::Ip(*ip))
+            .collect(),
         Group::Networks(entries) => {
             // An explicit entry wins over one produced by splitting a /0 into two /1.
             let mut members: BTreeMap<IpNet, bool> = BTreeMap::new();
             let mut split: Vec<(IpNet, bool)> = Vec::new();
-            for entry in entries.iter().filter(|entry| Family::of(&entry.net.addr()) == family) {
+            for entry in entries
+                .iter()
+                .filter(|entry| Family::of(&entry.net.addr()) == family)
+            {
                 let net = entry.net.trunc();
                 if net.prefix_len() == 0 {
                     split.extend(halves(net).into_iter().map(|half| (half, entry.nomatch)));
@@ -155,12 +191,19 @@ pub fn group_members(group: &Group, family: Family) -> BTreeSet<Member> {
             for (net, nomatch) in split {
                 members.entry(net).or_insert(nomatch);
             }
-            members.into_iter().map(|(net, nomatch)| Member::Net { net, nomatch }).collect()
+            members
+                .into_iter()
+                .map(|(net, nomatch)| Member::Net { net, nomatch })
+                .collect()
         }
         Group::IpPorts(triples) => triples
             .iter()
             .filter(|(ip, protocol, _)| Family::of(ip) == family && protocol.has_ports())
-            .map(|(ip, protocol, port)| Member::IpPort { ip: *ip, protocol: *protocol, port: *port })
+            .map(|(ip, protocol, port)| Member::IpPort {
+                ip: *ip,
+                protocol: *protocol,
+                port: *port,
+            })
             .collect(),
     }
 }
@@ -200,7 +243,11 @@ pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
             (Some("create"), Some(name)) if is_owned_set(name) => {
                 let rest: Vec<&str> = words.collect();
                 let set_type = rest.first().copied().unwrap_or_default().to_string();
-                let option = |key: &str| rest.windows(2).find(|pair| pair[0] == key).map(|pair| pair[1]);
+                let option = |key: &str| {
+                    rest.windows(2)
+                        .find(|pair| pair[0] == key)
+                        .map(|pair| pair[1])
+                };
                 sets.insert(
                     name.to_string(),
                     KernelSet {
@@ -213,7 +260,9 @@ pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
                 );
             }
             (Some("add"), Some(name)) => {
-                let Some(set) = sets.get_mut(name) else { continue };
+                let Some(set) = sets.get_mut(name) else {
+                    continue;
+                };
                 let rest: Vec<&str> = words.collect();
                 match parse_member(&set.set_type, &rest) {
                     Some(member) => {
@@ -229,7 +278,9 @@ pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
 }
 
 pub fn is_owned_set(name: &str) -> bool {
-    Family::ALL.iter().any(|family| name.starts_with(family.set_prefix()))
+    Family::ALL
+        .iter()
+        .any(|family| name.starts_with(family.set_prefix()))
 }
 
 fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
@@ -241,7 +292,10 @@ fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
                 Ok(net) => net,
                 Err(_) => IpNet::from(first.parse::<IpAddr>().ok()?),
             };
-            Some(Member::Net { net, nomatch: words.contains(&"nomatch") })
+            Some(Member::Net {
+                net,
+                nomatch: words.contains(&"nomatch"),
+            })
         }
         "hash:ip,port" => {
             let (ip, protocol_port) = first.split_once(',')?;
@@ -252,7 +306,11 @@ fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
                 "sctp" => Protocol::Sctp,
                 _ => return None,
             };
-            Some(Member::IpPort { ip: ip.parse().ok()?, protocol, port: port.parse().ok()? })
+            Some(Member::IpPort {
+                ip: ip.parse().ok()?,
+                protocol,
+                port: port.parse().ok()?,
+            })
         }
         _ => None,
     }
@@ -293,7 +351,9 @@ pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet
                 changes.sets_swapped += 1;
                 let temporary = temporary_name(name);
                 push_create_and_fill(&mut changes.update, spec, &temporary);
-                changes.update.push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
+                changes
+                    .update
+                    .push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
             }
             Some(current) => {
                 for member in spec.members.difference(&current.members) {
@@ -306,7 +366,9 @@ pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet
                         continue; // only the nomatch flag changed: the add above (with -exist) updated it
                     }
                     changes.members_removed += 1;
-                    changes.update.push_str(&format!("del {name} {}\n", member_key(member)));
+                    changes
+                        .update
+                        .push_str(&format!("del {name} {}\n", member_key(member)));
                 }
             }
         }

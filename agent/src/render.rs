@@ -59,8 +59,8 @@ use std::net::IpAddr;
 
 use palisade_engine::model::{PodKey, Protocol};
 use palisade_engine::plan::{
-    Action, Direction, DirectionPlan, Group, GroupId, NodePlan, PeerMatch, PortEntry, PortMatch, Rule, RuleSet,
-    RuleSetId,
+    Action, Direction, DirectionPlan, Group, GroupId, NodePlan, PeerMatch, PortEntry, PortMatch,
+    Rule, RuleSet, RuleSetId,
 };
 use sha2::{Digest, Sha256};
 
@@ -85,7 +85,10 @@ pub struct RenderConfig {
 
 impl Default for RenderConfig {
     fn default() -> Self {
-        RenderConfig { mark: DEFAULT_MARK, node_ips: Vec::new() }
+        RenderConfig {
+            mark: DEFAULT_MARK,
+            node_ips: Vec::new(),
+        }
     }
 }
 
@@ -134,11 +137,17 @@ pub struct OwnedRule {
 
 impl OwnedRule {
     fn new(chain: &str, spec: String) -> OwnedRule {
-        OwnedRule { hash: short_hash(&format!("{chain}\n{spec}")), spec }
+        OwnedRule {
+            hash: short_hash(&format!("{chain}\n{spec}")),
+            spec,
+        }
     }
 
     pub fn restore_line(&self, chain: &str) -> String {
-        format!("-A {chain} -m comment --comment \"{COMMENT_PREFIX}{}\" {}", self.hash, self.spec)
+        format!(
+            "-A {chain} -m comment --comment \"{COMMENT_PREFIX}{}\" {}",
+            self.hash, self.spec
+        )
     }
 }
 
@@ -153,7 +162,11 @@ pub struct Hook {
 impl Hook {
     fn new(kernel_chain: &'static str, target: &str) -> Hook {
         let hash = short_hash(&format!("hook\n{kernel_chain}\n{target}"));
-        Hook { kernel_chain, target: target.to_string(), hash }
+        Hook {
+            kernel_chain,
+            target: target.to_string(),
+            hash,
+        }
     }
 
     pub fn insert_line(&self) -> String {
@@ -222,7 +235,13 @@ pub fn render(plan: &NodePlan, cfg: &RenderConfig) -> Rendered {
     let mut ipsets = DesiredIpSets::default();
     let v4 = render_family(plan, cfg, Family::V4, &mut ipsets);
     let v6 = render_family(plan, cfg, Family::V6, &mut ipsets);
-    Rendered { ipv4: v4.restore_text(), ipv6: v6.restore_text(), ipsets, v4, v6 }
+    Rendered {
+        ipv4: v4.restore_text(),
+        ipv6: v6.restore_text(),
+        ipsets,
+        v4,
+        v6,
+    }
 }
 
 // ---- names ------------------------------------------------------------------------------------
@@ -235,12 +254,18 @@ pub const EGRESS_DISPATCH: &str = "PAL-EGRESS";
 
 fn pod_chain(pod: &PodKey, direction: Direction) -> String {
     let letter = direction_letter(direction);
-    format!("PAL-{letter}-{}", short_hash(&format!("{}/{}", pod.namespace, pod.name)))
+    format!(
+        "PAL-{letter}-{}",
+        short_hash(&format!("{}/{}", pod.namespace, pod.name))
+    )
 }
 
 fn admin_tier_chain(pod: &PodKey, direction: Direction) -> String {
     let letter = direction_letter(direction);
-    format!("PAL-{letter}A-{}", short_hash(&format!("{}/{}", pod.namespace, pod.name)))
+    format!(
+        "PAL-{letter}A-{}",
+        short_hash(&format!("{}/{}", pod.namespace, pod.name))
+    )
 }
 
 fn direction_letter(direction: Direction) -> char {
@@ -268,12 +293,21 @@ pub fn isolation_set(family: Family, direction: Direction) -> String {
 }
 
 fn group_set_name(family: Family, set_type: SetType, id: &GroupId) -> String {
-    format!("{}{}-{}", family.set_prefix(), set_type.letter(), id16(&id.0))
+    format!(
+        "{}{}-{}",
+        family.set_prefix(),
+        set_type.letter(),
+        id16(&id.0)
+    )
 }
 
 /// Content addresses are 16 hex digits already; anything else is hashed to fit name limits.
 fn id16(id: &str) -> String {
-    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         id.to_string()
     } else {
         short_hash(id)
@@ -282,10 +316,13 @@ fn id16(id: &str) -> String {
 
 pub(crate) fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(8).fold(String::with_capacity(16), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    digest
+        .iter()
+        .take(8)
+        .fold(String::with_capacity(16), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }
 
 // ---- rendering --------------------------------------------------------------------------------
@@ -299,7 +336,12 @@ struct FamilyRenderer<'a> {
     ipsets: &'a mut DesiredIpSets,
 }
 
-fn render_family(plan: &NodePlan, cfg: &RenderConfig, family: Family, ipsets: &mut DesiredIpSets) -> DesiredTable {
+fn render_family(
+    plan: &NodePlan,
+    cfg: &RenderConfig,
+    family: Family,
+    ipsets: &mut DesiredIpSets,
+) -> DesiredTable {
     let mut renderer = FamilyRenderer {
         plan,
         family,
@@ -317,7 +359,11 @@ fn render_family(plan: &NodePlan, cfg: &RenderConfig, family: Family, ipsets: &m
         Hook::new("INPUT", INPUT_CHAIN),
         Hook::new("OUTPUT", OUTPUT_CHAIN),
     ];
-    DesiredTable { family, chains: renderer.chains, hooks }
+    DesiredTable {
+        family,
+        chains: renderer.chains,
+        hooks,
+    }
 }
 
 impl FamilyRenderer<'_> {
@@ -333,10 +379,16 @@ impl FamilyRenderer<'_> {
             (OUTPUT_CHAIN, &[INGRESS_DISPATCH]),
         ];
         for (chain, dispatches) in layout {
-            self.push(chain, "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN");
+            self.push(
+                chain,
+                "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+            );
             if self.family == Family::V6 {
                 for icmp_type in [133, 134, 135, 136] {
-                    self.push(chain, format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"));
+                    self.push(
+                        chain,
+                        format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"),
+                    );
                 }
             }
             self.push(chain, "-m conntrack --ctstate INVALID -j DROP");
@@ -355,9 +407,16 @@ impl FamilyRenderer<'_> {
         };
         let isolation = isolation_set(self.family, direction);
         let mut isolated_ips = BTreeSet::new();
-        self.push(dispatch, format!("-m set ! --match-set {isolation} {side} -j RETURN"));
+        self.push(
+            dispatch,
+            format!("-m set ! --match-set {isolation} {side} -j RETURN"),
+        );
         if direction == Direction::Ingress {
-            let node_ips: BTreeSet<&IpAddr> = cfg.node_ips.iter().filter(|ip| Family::of(ip) == self.family).collect();
+            let node_ips: BTreeSet<&IpAddr> = cfg
+                .node_ips
+                .iter()
+                .filter(|ip| Family::of(ip) == self.family)
+                .collect();
             for ip in node_ips {
                 self.push(dispatch, format!("-s {} -j RETURN", host(ip)));
             }
@@ -368,8 +427,12 @@ impl FamilyRenderer<'_> {
                 Direction::Ingress => &local.ingress,
                 Direction::Egress => &local.egress,
             };
-            let own_ips: BTreeSet<IpAddr> =
-                local.ips.iter().copied().filter(|ip| Family::of(ip) == self.family).collect();
+            let own_ips: BTreeSet<IpAddr> = local
+                .ips
+                .iter()
+                .copied()
+                .filter(|ip| Family::of(ip) == self.family)
+                .collect();
             if plan_for.is_open() || own_ips.is_empty() {
                 continue;
             }
@@ -454,7 +517,10 @@ impl FamilyRenderer<'_> {
     }
 
     fn rule_set_has_pass(&self, id: &RuleSetId) -> bool {
-        self.plan.rule_sets.get(id).is_some_and(|set| set.rules.iter().any(|rule| rule.action == Action::Pass))
+        self.plan
+            .rule_sets
+            .get(id)
+            .is_some_and(|set| set.rules.iter().any(|rule| rule.action == Action::Pass))
     }
 
     /// Renders the shared chain of a rule set once per family; returns its name.
@@ -464,7 +530,9 @@ impl FamilyRenderer<'_> {
             return chain;
         }
         self.chains.insert(chain.clone(), Vec::new());
-        let Some(set) = self.rule_set(id) else { return chain };
+        let Some(set) = self.rule_set(id) else {
+            return chain;
+        };
         let set = set.clone();
         let decided_return = format!("-m mark --mark {} -j RETURN", self.mark);
         let mut mark_may_be_set = false;
@@ -499,7 +567,9 @@ impl FamilyRenderer<'_> {
             return chain;
         }
         self.chains.insert(chain.clone(), Vec::new());
-        let Some(set) = self.plan.rule_sets.get(id).cloned() else { return chain };
+        let Some(set) = self.plan.rule_sets.get(id).cloned() else {
+            return chain;
+        };
         for rule in &set.rules {
             let target = match rule.action {
                 Action::Accept => "-j RETURN".to_string(),
@@ -529,7 +599,9 @@ impl FamilyRenderer<'_> {
                     .map(|id| {
                         let (name, set_type) = self.ensure_group_set(id);
                         match set_type {
-                            SetType::HashIpPort => format!("-m set --match-set {name} {peer_side},dst"),
+                            SetType::HashIpPort => {
+                                format!("-m set --match-set {name} {peer_side},dst")
+                            }
                             _ => format!("-m set --match-set {name} {peer_side}"),
                         }
                     })
@@ -554,7 +626,11 @@ impl FamilyRenderer<'_> {
         let mut named = BTreeSet::new();
         for entry in entries {
             match entry {
-                PortEntry::Range { protocol, first, last } if first <= last => {
+                PortEntry::Range {
+                    protocol,
+                    first,
+                    last,
+                } if first <= last => {
                     ranges.entry(*protocol).or_default().insert((*first, *last));
                 }
                 PortEntry::Range { .. } => {} // empty range: matches nothing
@@ -569,16 +645,28 @@ impl FamilyRenderer<'_> {
                 alternatives.push(format!("-p {}", self.family.icmp_protocol()));
                 continue;
             };
-            if protocol_ranges.iter().any(|&(first, last)| first == 0 && last == u16::MAX) {
+            if protocol_ranges
+                .iter()
+                .any(|&(first, last)| first == 0 && last == u16::MAX)
+            {
                 alternatives.push(format!("-p {name}"));
                 continue;
             }
             for chunk in multiport_chunks(&protocol_ranges) {
                 if let [(first, last)] = chunk.as_slice() {
-                    alternatives.push(format!("-p {name} -m {name} --dport {}", port_text(*first, *last)));
+                    alternatives.push(format!(
+                        "-p {name} -m {name} --dport {}",
+                        port_text(*first, *last)
+                    ));
                 } else {
-                    let list: Vec<String> = chunk.iter().map(|&(first, last)| port_text(first, last)).collect();
-                    alternatives.push(format!("-p {name} -m multiport --dports {}", list.join(",")));
+                    let list: Vec<String> = chunk
+                        .iter()
+                        .map(|&(first, last)| port_text(first, last))
+                        .collect();
+                    alternatives.push(format!(
+                        "-p {name} -m multiport --dports {}",
+                        list.join(",")
+                    ));
                 }
             }
         }
@@ -602,8 +690,11 @@ impl FamilyRenderer<'_> {
             if group.is_none() {
                 tracing::warn!(group = %id.0, "plan refers to a missing group; rendering it empty");
             }
-            let members = group.map(|group| crate::ipset::group_members(group, self.family)).unwrap_or_default();
-            self.ipsets.insert(SetSpec::new(name.clone(), set_type, self.family, members));
+            let members = group
+                .map(|group| crate::ipset::group_members(group, self.family))
+                .unwrap_or_default();
+            self.ipsets
+                .insert(SetSpec::new(name.clone(), set_type, self.family, members));
         }
         (name, set_type)
     }
@@ -619,7 +710,11 @@ fn protocol_name(protocol: Protocol) -> Option<&'static str> {
 }
 
 fn port_text(first: u16, last: u16) -> String {
-    if first == last { first.to_string() } else { format!("{first}:{last}") }
+    if first == last {
+        first.to_string()
+    } else {
+        format!("{first}:{last}")
+    }
 }
 
 /// Merges overlapping or adjacent ranges, then packs them into multiport lines of 15 slots
