@@ -22,11 +22,18 @@ fn select(pairs: &[(&str, String)]) -> LabelSelector {
     LabelSelector { match_labels: labels(pairs), match_expressions: vec![] }
 }
 
+/// A cheap deterministic scramble, so labels and choices do not line up on shared moduli.
+fn mix(i: usize, salt: usize) -> usize {
+    let mut z = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (salt as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 31)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 29)) as usize
+}
+
 fn pod(i: usize) -> Pod {
     let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32 + 1));
     Pod {
-        key: PodKey { namespace: format!("ns{}", i % NAMESPACES), name: format!("pod{i}") },
-        labels: labels(&[("app", format!("app{}", i % APPS)), ("tier", ["web", "api", "db"][i % 3].to_string())]),
+        key: PodKey { namespace: format!("ns{}", mix(i, 1) % NAMESPACES), name: format!("pod{i}") },
+        labels: labels(&[("app", format!("app{}", mix(i, 2) % APPS)), ("tier", ["web", "api", "db"][mix(i, 3) % 3].to_string())]),
         node: Some(format!("node{}", i % NODES)),
         ips: vec![ip],
         named_ports: vec![NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }],
@@ -64,11 +71,11 @@ fn port(number: i32) -> NetworkPolicyPort {
 fn policies() -> Vec<Policy> {
     (0..POLICIES)
         .map(|i| {
-            let namespace = format!("ns{}", i % NAMESPACES);
+            let namespace = format!("ns{}", mix(i, 4) % NAMESPACES);
             if i % 20 < 17 {
-                let peer = match i % 4 {
-                    0 => NetworkPolicyPeer { pod_selector: Some(select(&[("app", format!("app{}", (i + 1) % APPS))])), ..Default::default() },
-                    1 => NetworkPolicyPeer { namespace_selector: Some(select(&[("team", format!("team{}", i % 20))])), ..Default::default() },
+                let peer = match mix(i, 5) % 4 {
+                    0 => NetworkPolicyPeer { pod_selector: Some(select(&[("app", format!("app{}", mix(i, 6) % APPS))])), ..Default::default() },
+                    1 => NetworkPolicyPeer { namespace_selector: Some(select(&[("team", format!("team{}", mix(i, 7) % 20))])), ..Default::default() },
                     2 => NetworkPolicyPeer {
                         ip_block: Some(IpBlock { cidr: format!("172.{}.0.0/16", i % 200), except: vec![format!("172.{}.1.0/24", i % 200)] }),
                         ..Default::default()
@@ -88,13 +95,13 @@ fn policies() -> Vec<Policy> {
                     namespace,
                     name: format!("np{i}"),
                     revision: Revision::default(),
-                    pod_selector: select(&[("app", format!("app{}", i % APPS))]),
+                    pod_selector: select(&[("app", format!("app{}", mix(i, 8) % APPS))]),
                     policy_types: if i % 3 == 0 { Some(vec![PolicyType::Ingress, PolicyType::Egress]) } else { None },
                     ingress: vec![NetworkPolicyRule { peers: vec![peer.clone()], ports: ports.clone() }],
                     egress: if i % 3 == 0 { vec![NetworkPolicyRule { peers: vec![peer], ports }] } else { vec![] },
                 })
             } else {
-                let team = select(&[("team", format!("team{}", i % 20))]);
+                let team = select(&[("team", format!("team{}", mix(i, 9) % 20))]);
                 Policy::Cluster(ClusterNetworkPolicy {
                     name: format!("cnp{i}"),
                     revision: Revision::default(),
