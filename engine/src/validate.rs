@@ -566,6 +566,20 @@ fn rules_of_cluster_policy(rules: &[CnpRule], direction: Direction, report: &mut
             }
             ports
         });
+        // Upstream's fail-closed rule, literally: a Deny or Pass rule with a peer or protocol
+        // entry this version cannot read is a "Deny all" rule, so a newer CRD can never widen access.
+        let unreadable = rule.peers.iter().any(|peer| matches!(peer, CnpPeer::Unknown))
+            || rule.protocols.iter().flatten().any(|protocol| matches!(protocol, CnpProtocol::Unknown));
+        if unreadable && action != Action::Accept {
+            valid.push(ValidRule {
+                index,
+                name: rule.name.clone(),
+                action: Action::Deny,
+                peers: Some(vec![PeerSpec::Everything]),
+                ports: None,
+            });
+            continue;
+        }
         valid.push(ValidRule { index, name: rule.name.clone(), action, peers: Some(peers), ports });
     }
     valid

@@ -370,6 +370,15 @@ fn unknown_peers_fail_closed() {
     let mut unknown_protocol = admin("deny-unknown-proto", 1, ns_subject(&[("team", "x")]));
     unknown_protocol.egress = vec![cnp_rule(CnpAction::Deny, vec![from_namespace("y")], Some(vec![CnpProtocol::Unknown]))];
     assert!(!allowed(&w, &[Policy::Cluster(unknown_protocol)], XA, YA, Protocol::Udp, 1));
+
+    // Upstream: for Deny and Pass rules, fail closed means "Deny all", whatever the other peers
+    // and ports say, so a Pass with an unreadable peer cannot hand traffic to a laxer tier.
+    let mut pass_unknown = admin("pass-unknown", 1, ns_subject(&[("team", "x")]));
+    pass_unknown.egress =
+        vec![cnp_rule(CnpAction::Pass, vec![from_namespace("y"), CnpPeer::Unknown], Some(vec![CnpProtocol::NamedPort("dns".into())]))];
+    let policies = [Policy::Cluster(pass_unknown)];
+    assert!(!tcp_allowed(&w, &policies, XA, EXTERNAL, 443), "a Pass with an unknown peer denies all");
+    assert!(!allowed(&w, &policies, XA, ZC, Protocol::Udp, 9), "on every port");
 }
 
 #[test]
