@@ -456,10 +456,10 @@ fn main() {
     let mut churned = plan.clone();
     let (leaving, joining) = (pod_ip(7, 3), pod_ip(7, 99));
     for group in churned.groups.values_mut() {
-        if let Group::Addresses(members) = group {
-            if members.remove(&leaving) {
-                members.insert(joining);
-            }
+        if let Group::Addresses(members) = group
+            && members.remove(&leaving)
+        {
+            members.insert(joining);
         }
     }
     let start = Instant::now();

@@ -130,3 +130,19 @@ pub fn blamed_line(stderr: &str) -> Option<usize> {
             digits.parse().ok()
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::blamed_line;
+
+    #[test]
+    fn finds_the_line_each_tool_blames() {
+        let iptables = "iptables-restore v1.8.9 (nf_tables): Bad argument `bogus'\nError occurred at line: 5\nTry ...";
+        assert_eq!(blamed_line(iptables), Some(5));
+        assert_eq!(
+            blamed_line("ipset v7.17: Error in line 2: The value of the CIDR parameter"),
+            Some(2)
+        );
+        assert_eq!(blamed_line("permission denied"), None);
+    }
+}

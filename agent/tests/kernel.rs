@@ -290,3 +290,44 @@ async fn changed_set_header_is_swapped_not_flushed() {
             .contains("add pal4-iso-in 198.18.1.10")
     );
 }
+
+#[tokio::test]
+async fn nomatch_flag_flip_updates_in_place() {
+    let netns = Netns::new();
+    let mut applier = netns.applier();
+    applier
+        .sync(&render(&sample_plan(), &render_config()))
+        .await
+        .expect("install");
+    let mut plan = sample_plan();
+    if let Some(Group::Networks(entries)) = plan.groups.get_mut(&gid(BLOCK)) {
+        let except = palisade_engine::plan::NetEntry {
+            net: "198.18.0.0/15".parse().expect("net"),
+            nomatch: true,
+        };
+        entries.remove(&except);
+        entries.insert(palisade_engine::plan::NetEntry {
+            nomatch: false,
+            ..except
+        });
+    }
+    let report = applier
+        .sync(&render(&plan, &render_config()))
+        .await
+        .expect("flip");
+    assert_eq!(
+        (
+            report.members_added,
+            report.members_removed,
+            report.iptables_lines
+        ),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    let sets = netns.owned_sets();
+    assert!(
+        sets.contains("add pal4-n-000000000000b10c 198.18.0.0/15\n"),
+        "{sets}"
+    );
+    assert!(!sets.contains("198.18.0.0/15 nomatch"));
+}
