@@ -72,6 +72,8 @@ open_string_enum! {
 }
 
 /// Spec of a ClusterNetworkPolicy: which pods (`subject`) and which rules, at which precedence.
+// Repeated `printcolumn(type_ = ...)` entries look like duplicated attributes to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "policy.networking.k8s.io",

@@ -13,6 +13,8 @@ pub const FIRST_ERRORS_LIMIT: usize = 10;
 
 /// Which NetworkPolicy this status describes. The UID tells a recreated policy of the same name
 /// from the old one, so stale status is never shown for it.
+// Repeated `printcolumn(type_ = ...)` entries look like duplicated attributes to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "palisade.dev",
