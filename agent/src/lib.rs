@@ -8,16 +8,30 @@
 //! - [`apply`]: the [`Applier`] running those batches in order, with metrics and cleanup.
 //! - [`exec`]: running the tools, optionally inside a network namespace.
 //!
+//! The agent process on top of the dataplane:
+//! - [`runtime`]: [`run`] and [`Agent`]: persisted plan first, then the operator's stream, drift
+//!   repair on a timer, health and metrics.
+//! - [`stream`]: the agent's end of the plan stream (TLS, token, versions).
+//! - [`enforcer`]: the single owner of the [`Applier`]: render, sync, persist, publish status.
+//! - [`state`]: the persisted plan.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//!
 //! Everything we own is named `PAL-*` (chains) or `pal4-*`/`pal6-*` (sets) and every rule we write
 //! carries a `pal:<hash>` comment; nothing else is ever modified.
 
 pub mod apply;
 pub mod drift;
+pub mod enforcer;
 pub mod exec;
+pub mod health;
 pub mod ipset;
 pub mod render;
+pub mod runtime;
+pub mod state;
+pub mod stream;
 
 pub use apply::{Applier, ApplyConfig, ApplyError, Metrics, SyncReport};
 pub use exec::Binaries;
 pub use ipset::DesiredIpSets;
 pub use render::{Family, RenderConfig, Rendered, render};
+pub use runtime::{Agent, AgentConfig, AgentError, run};

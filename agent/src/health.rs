@@ -1,0 +1,101 @@
+//! The agent's health endpoint (plain HTTP): `/healthz` (the process serves), `/readyz` (a full
+//! sync succeeded, from the persisted plan or from the operator) and `/metrics` (Prometheus text).
+//!
+//! Handlers read only [`Status`], never the applier, so probes answer at once even while a long
+//! sync holds the dataplane.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::apply::Metrics;
+
+/// What the agent publishes about itself; shared by the runtime and the health server.
+#[derive(Debug, Default)]
+pub struct Status {
+    ready: AtomicBool,
+    connected: AtomicBool,
+    metrics: Mutex<Metrics>,
+}
+
+impl Status {
+    /// True once the kernel enforced a whole plan; it never goes back (rules stay in force).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// True while a plan stream to an operator is open.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::SeqCst);
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.lock().map(|metrics| metrics.clone()).unwrap_or_default()
+    }
+
+    pub fn publish_metrics(&self, metrics: &Metrics) {
+        if let Ok(mut shared) = self.metrics.lock() {
+            shared.clone_from(metrics);
+        }
+    }
+
+    /// The Prometheus text exposition of the agent's counters.
+    pub fn prometheus_text(&self) -> String {
+        let metrics = self.metrics();
+        let mut text = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(text, "# HELP palisade_agent_{name} {help}");
+            let _ = writeln!(text, "# TYPE palisade_agent_{name} {kind}");
+            let _ = writeln!(text, "palisade_agent_{name} {value}");
+        };
+        family("syncs_total", "counter", "Plan syncs attempted.", metrics.syncs);
+        family("restore_errors_total", "counter", "Rejected ipset or iptables restores.", metrics.restore_errors);
+        family("repairs_total", "counter", "Drifted kernel objects repaired.", metrics.repairs);
+        family("lines_written_total", "counter", "iptables lines written, all families.", metrics.lines_written);
+        family("ipset_lines_written_total", "counter", "ipset lines written.", metrics.ipset_lines_written);
+        family("connected", "gauge", "1 while a plan stream to an operator is open.", u64::from(self.is_connected()));
+        family("ready", "gauge", "1 once a whole plan is enforced.", u64::from(self.is_ready()));
+        text
+    }
+}
+
+/// Serves the health endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    status: Arc<Status>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(status);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+async fn readyz(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    if status.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no plan enforced yet\n")
+    }
+}
+
+async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], status.prometheus_text())
+}

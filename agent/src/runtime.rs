@@ -1,0 +1,374 @@
+//! The node agent process: enforce the persisted plan, follow the operator's plan stream, repair
+//! drift on a timer, and serve health and metrics.
+//!
+//! Order at start: bind the health port, enforce the persisted plan (before any network call, so
+//! enforcement never depends on the operator), then connect. Every stream error leads to a
+//! reconnect with exponential backoff; a plan the kernel rejects is reported as `Failed` and
+//! retried with backoff while the previous rules stay in force. Stopping leaves every rule in
+//! force (fail static); only `palisade agent cleanup` removes them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
+use palisade_protocol::{AgentMessage, OperatorMessage, encode, policies_in};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::apply::{Applier, ApplyConfig};
+use crate::enforcer::Enforcer;
+use crate::exec::Binaries;
+use crate::health::{self, Status};
+use crate::render::{DEFAULT_MARK, RenderConfig};
+use crate::state::PlanStore;
+use crate::stream::{self, Endpoint, PlanSession, PlanStream, StreamError};
+
+/// Everything the agent needs to run on one node.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node: String,
+    /// `host:port` or `wss://host:port` of the operator's plan-stream service.
+    pub operator: String,
+    pub token_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// Where the last enforced plan is persisted.
+    pub state_dir: PathBuf,
+    /// The node's own addresses: ingress from them (kubelet probes) is always allowed.
+    pub node_ips: Vec<IpAddr>,
+    /// The one mark bit the dataplane uses.
+    pub mark: u32,
+    /// Program this network namespace instead of the agent's own (`ip netns exec`); tests and the
+    /// demo run agents in the root namespace for namespaced nodes. `None` on a real node.
+    pub netns: Option<String>,
+    /// Program ip6tables as well as iptables.
+    pub ipv6: bool,
+    pub binaries: Binaries,
+    pub health_addr: SocketAddr,
+    /// How often the kernel is read back and drift repaired.
+    pub resync_interval: Duration,
+    /// Longest wait between reconnects and between retries of a rejected plan.
+    pub max_backoff: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults of everything but the node's identity and its operator.
+    pub fn new(node: impl Into<String>, operator: impl Into<String>) -> AgentConfig {
+        AgentConfig {
+            node: node.into(),
+            operator: operator.into(),
+            token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into(),
+            state_dir: "/var/lib/palisade".into(),
+            node_ips: Vec::new(),
+            mark: DEFAULT_MARK,
+            netns: None,
+            ipv6: true,
+            binaries: Binaries::default(),
+            health_addr: SocketAddr::from(([0, 0, 0, 0], 9102)),
+            resync_interval: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+
+    fn apply_config(&self) -> ApplyConfig {
+        ApplyConfig {
+            binaries: self.binaries.clone(),
+            netns: self.netns.clone(),
+            ipv6: self.ipv6,
+            ..ApplyConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] StreamError),
+    #[error("cannot serve health on {addr}: {source}")]
+    Health { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot wait for termination signals: {0}")]
+    Signal(std::io::Error),
+    #[error("agent task failed: {0}")]
+    Task(String),
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then stops and leaves the rules in force.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let agent = Agent::start(config).await?;
+    wait_for_termination().await?;
+    tracing::info!("stopping; the rules stay in force");
+    agent.shutdown().await
+}
+
+async fn wait_for_termination() -> Result<(), AgentError> {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(AgentError::Signal)?;
+    tokio::select! {
+        _ = terminate.recv() => Ok(()),
+        result = tokio::signal::ctrl_c() => result.map_err(AgentError::Signal),
+    }
+}
+
+/// A running agent: its health address, its status, and a way to stop it.
+pub struct Agent {
+    health_addr: SocketAddr,
+    status: Arc<Status>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Binds the health port and starts the agent's tasks; returns at once.
+    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        let endpoint = Endpoint {
+            url: stream::stream_url(&config.operator, &config.node)?,
+            token_file: config.token_file.clone(),
+            ca_file: config.ca_file.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(config.health_addr)
+            .await
+            .map_err(|source| AgentError::Health { addr: config.health_addr, source })?;
+        let health_addr =
+            listener.local_addr().map_err(|source| AgentError::Health { addr: config.health_addr, source })?;
+
+        let status = Arc::new(Status::default());
+        let (stop, stopped) = watch::channel(false);
+        let render_config = RenderConfig { mark: config.mark, node_ips: config.node_ips.clone() };
+        let enforcer = Arc::new(Mutex::new(Enforcer::new(
+            Applier::new(config.apply_config()),
+            render_config,
+            PlanStore::new(&config.state_dir),
+            status.clone(),
+        )));
+
+        let health = tokio::spawn({
+            let (status, stopped) = (status.clone(), stopped.clone());
+            async move {
+                if let Err(error) = health::serve(listener, status, wait_for_stop(stopped)).await {
+                    tracing::error!(%error, "health server stopped");
+                }
+            }
+        });
+        let repair = tokio::spawn(repair_drift(enforcer.clone(), config.resync_interval, stopped.clone()));
+        let stream = tokio::spawn({
+            let status = status.clone();
+            let node = config.node.clone();
+            let max_backoff = config.max_backoff;
+            async move {
+                if let Some(Err(error)) = enforcer.lock().await.restore_persisted().await {
+                    tracing::error!(%error, "the persisted plan was rejected; waiting for the operator");
+                }
+                follow_operator(endpoint, node, enforcer, status, max_backoff, stopped).await;
+            }
+        });
+        Ok(Agent { health_addr, status, stop, tasks: vec![stream, repair, health] })
+    }
+
+    pub fn health_addr(&self) -> SocketAddr {
+        self.health_addr
+    }
+
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// Stops every task; the kernel keeps enforcing the last plan.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.map_err(|error| AgentError::Task(error.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn repair_drift(enforcer: Arc<Mutex<Enforcer>>, every: Duration, stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = wait_for_stop(stopped);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {
+                if let Err(error) = enforcer.lock().await.repair().await {
+                    tracing::error!(%error, "drift repair failed; retrying at the next interval");
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 200 ms, doubling up to a cap.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+
+    fn new(max: Duration) -> Backoff {
+        Backoff { next: Self::FIRST.min(max), max }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST.min(self.max);
+    }
+}
+
+/// Connects, follows one connection until it fails, and reconnects with backoff, until stopped.
+async fn follow_operator(
+    endpoint: Endpoint,
+    node: String,
+    enforcer: Arc<Mutex<Enforcer>>,
+    status: Arc<Status>,
+    max_backoff: Duration,
+    stopped: watch::Receiver<bool>,
+) {
+    let mut reconnect = Backoff::new(max_backoff);
+    let stop = wait_for_stop(stopped);
+    tokio::pin!(stop);
+    loop {
+        let outcome = tokio::select! {
+            _ = &mut stop => return,
+            outcome = stream::connect(&endpoint) => outcome,
+        };
+        match outcome {
+            Ok(mut connection) => {
+                status.set_connected(true);
+                tracing::info!(url = %endpoint.url, "plan stream open");
+                let mut session = Session { node: &node, enforcer: &enforcer, max_backoff, received_snapshot: false };
+                let ended = tokio::select! {
+                    _ = &mut stop => None,
+                    ended = session.follow(&mut connection) => Some(ended),
+                };
+                status.set_connected(false);
+                if session.received_snapshot {
+                    reconnect.reset();
+                }
+                match ended {
+                    None => {
+                        let _ = connection.close(None).await;
+                        return;
+                    }
+                    Some(error) => {
+                        tracing::warn!(%error, "plan stream ended");
+                        let _ = connection.close(None).await;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, url = %endpoint.url, "cannot open the plan stream"),
+        }
+        let delay = reconnect.next_delay();
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connection's loop: fold messages into the plan, enforce it, report, retry rejections.
+struct Session<'a> {
+    node: &'a str,
+    enforcer: &'a Mutex<Enforcer>,
+    max_backoff: Duration,
+    received_snapshot: bool,
+}
+
+impl Session<'_> {
+    /// Runs until the connection fails; the returned error says why.
+    async fn follow(&mut self, connection: &mut PlanStream) -> StreamError {
+        let mut plans = PlanSession::default();
+        let mut retry = Backoff::new(self.max_backoff);
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let version = tokio::select! {
+                frame = connection.next() => match self.receive(frame, &mut plans) {
+                    Ok(Some(version)) => version,
+                    Ok(None) => continue,
+                    Err(error) => return error,
+                },
+                _ = sleep_until_some(retry_at) => match plans.plan() {
+                    Some((version, _)) => version,
+                    None => { retry_at = None; continue }
+                },
+            };
+            // Coalesce: fold every frame that is already waiting before touching the kernel.
+            let mut version = version;
+            while let Some(frame) = connection.next().now_or_never() {
+                match self.receive(frame, &mut plans) {
+                    Ok(Some(newer)) => version = newer,
+                    Ok(None) => {}
+                    Err(error) => return error,
+                }
+            }
+            let Some((_, plan)) = plans.plan() else { continue };
+            let reply = if plan.node != self.node {
+                AgentMessage::Failed {
+                    version,
+                    error: format!("the plan is for node {:?}, this agent runs on {:?}", plan.node, self.node),
+                }
+            } else {
+                match self.enforcer.lock().await.enforce(plan).await {
+                    Ok(()) => {
+                        retry.reset();
+                        retry_at = None;
+                        AgentMessage::Realized { version, policies: policies_in(plan) }
+                    }
+                    Err(error) => {
+                        let delay = retry.next_delay();
+                        tracing::error!(%error, version, retry_in = ?delay, "plan rejected; the previous rules stay in force");
+                        retry_at = Some(Instant::now() + delay);
+                        AgentMessage::Failed { version, error: error.to_string() }
+                    }
+                }
+            };
+            if let Err(error) = connection.send(Message::text(encode(&reply))).await {
+                return StreamError::WebSocket(Box::new(error));
+            }
+        }
+    }
+
+    /// `Ok(Some(version))` when the plan changed, `Ok(None)` for frames that carry no plan.
+    fn receive(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        plans: &mut PlanSession,
+    ) -> Result<Option<u64>, StreamError> {
+        let text = match frame {
+            None | Some(Ok(Message::Close(_))) => return Err(StreamError::Closed),
+            Some(Err(error)) => return Err(StreamError::WebSocket(Box::new(error))),
+            Some(Ok(Message::Text(text))) => text,
+            // Pings are answered by the library; nothing else is part of the protocol.
+            Some(Ok(_)) => return Ok(None),
+        };
+        let message = OperatorMessage::decode(text.as_str())?;
+        if matches!(message, OperatorMessage::Snapshot { .. }) {
+            self.received_snapshot = true;
+        }
+        plans.receive(message).map(Some)
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
