@@ -71,7 +71,7 @@ pub struct ControlPlane {
     url: String,
     kubeconfig_yaml: String,
     kubeconfig_path: PathBuf,
-    _state: StateFile,
+    state: StateFile,
     dir: tempfile::TempDir,
 }
 
@@ -209,7 +209,7 @@ impl ControlPlane {
         let kubeconfig_path = path("admin.kubeconfig");
         std::fs::write(&kubeconfig_path, &kubeconfig_yaml).map_err(io_at(&kubeconfig_path))?;
 
-        let mut plane = ControlPlane { apiserver, etcd, pki, url, kubeconfig_yaml, kubeconfig_path, _state: state, dir };
+        let mut plane = ControlPlane { apiserver, etcd, pki, url, kubeconfig_yaml, kubeconfig_path, state, dir };
         plane.wait_ready(started).await?;
         Ok(plane)
     }
@@ -406,6 +406,7 @@ extern "C" fn teardown_shared() {
     if let Some(plane) = SHARED.get() {
         plane.kill_processes();
         let _ = std::fs::remove_dir_all(plane.dir.path());
+        plane.state.remove();
     }
 }
 

@@ -75,6 +75,13 @@ impl StateFile {
     }
 }
 
+impl StateFile {
+    /// Removes the record now (for owners that are never dropped, like the shared control plane).
+    pub fn remove(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 impl Drop for StateFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
