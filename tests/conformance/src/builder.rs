@@ -41,6 +41,12 @@ impl CaseBuilder {
         self
     }
 
+    /// Any object, as it stands (namespace already set).
+    pub fn apply(&mut self, object: Object) -> &mut Self {
+        self.steps.push(Step::Apply(object));
+        self
+    }
+
     pub fn apply_cluster_network_policy(&mut self, cnp: &ClusterNetworkPolicy) -> &mut Self {
         self.steps.push(Step::Apply(Object::ClusterNetworkPolicy(cnp.clone())));
         self

@@ -11,8 +11,12 @@
 use palisade_crds::ClusterNetworkPolicy;
 use palisade_crds::cnp::{ClusterNetworkPolicyEgressRule, ClusterNetworkPolicyIngressRule};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use palisade_crds::cnp::RuleAction;
+use serde_json::Value;
+
 use crate::builder::CaseBuilder;
-use crate::case::Suite;
+use crate::case::{Object, ObjectRef, Suite};
 use crate::model::{
     labels, namespace_labels, ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, PodId, Probe, Protocol,
 };
@@ -110,7 +114,7 @@ pub fn model() -> Model {
 pub fn suite() -> Suite {
     let model = model();
     let pod_ids = model.pod_ids();
-    let cases = ORDERED_RULE_CASES
+    let mut cases: Vec<_> = ORDERED_RULE_CASES
         .iter()
         .map(|spec| {
             let mut case = CaseBuilder::new(spec.short_name, &format!("{SOURCE}/{}", spec.source), pod_ids.clone(), false);
@@ -118,12 +122,54 @@ pub fn suite() -> Suite {
             case.build()
         })
         .collect();
+    for (short_name, source, write) in SCRIPTED_CASES {
+        let mut case = CaseBuilder::new(short_name, &format!("{SOURCE}/{source}"), pod_ids.clone(), false);
+        if let Err(error) = write(&mut case) {
+            manifest_failure(&mut case, &error);
+        }
+        cases.push(case.build());
+    }
     Suite { name: "ClusterNetworkPolicy".to_owned(), model, cases }
 }
 
 /// Parses a manifest shipped in `manifests/`.
 pub fn manifest(yaml: &str) -> Result<ClusterNetworkPolicy, serde_saphyr::Error> {
     serde_saphyr::from_str(yaml)
+}
+
+/// Every document of a multi-document manifest, by `kind`.
+pub fn objects(yaml: &str) -> Result<Vec<Object>, String> {
+    let mut objects = Vec::new();
+    for document in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
+        let value: Value = serde_saphyr::from_str(document).map_err(|e| e.to_string())?;
+        let object = match value.get("kind").and_then(Value::as_str) {
+            Some("ClusterNetworkPolicy") => {
+                Object::ClusterNetworkPolicy(serde_json::from_value(value).map_err(|e| e.to_string())?)
+            }
+            Some("NetworkPolicy") => Object::NetworkPolicy(serde_json::from_value(value).map_err(|e| e.to_string())?),
+            other => return Err(format!("unexpected kind {other:?} in manifest")),
+        };
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// A manifest that does not parse must fail the suite loudly: an expectation no runner can meet.
+fn manifest_failure(case: &mut CaseBuilder, error: &str) {
+    let mut impossible = case.probes();
+    let nobody = PodId::new("manifest-does-not-parse", error);
+    impossible.expect(&nobody, &nobody, true);
+    case.expect(&format!("manifest parses: {error}"), Probe::tcp(1), impossible);
+}
+
+fn cluster_network_policy<'a>(objects: &'a mut [Object], name: &str) -> Result<&'a mut ClusterNetworkPolicy, String> {
+    objects
+        .iter_mut()
+        .find_map(|object| match object {
+            Object::ClusterNetworkPolicy(cnp) if cnp.metadata.name.as_deref() == Some(name) => Some(cnp),
+            _ => None,
+        })
+        .ok_or_else(|| format!("manifest has no ClusterNetworkPolicy {name}"))
 }
 
 // --- the rule-ordering pattern (the per-protocol Admin and Baseline tests) ---------------------
@@ -172,14 +218,7 @@ pub struct OrderedRulesCase {
 fn write_ordered_rules_case(case: &mut CaseBuilder, spec: &OrderedRulesCase) {
     let mut cnp = match manifest(spec.manifest) {
         Ok(cnp) => cnp,
-        Err(error) => {
-            // A broken manifest must fail the suite loudly: an expectation no runner can meet.
-            let mut impossible = case.probes();
-            let nobody = PodId::new("manifest-does-not-parse", &error.to_string());
-            impossible.expect(&nobody, &nobody, true);
-            case.expect(&format!("manifest parses: {error}"), Probe::tcp(1), impossible);
-            return;
-        }
+        Err(error) => return manifest_failure(case, &error.to_string()),
     };
     case.apply_cluster_network_policy(&cnp);
     for subtest in spec.subtests {
@@ -519,3 +558,110 @@ pub const ORDERED_RULE_CASES: &[OrderedRulesCase] = &[
         ],
     },
 ];
+
+// --- scripted tests (tiers, priorities, NetworkPolicy integration) ------------------------------
+
+type Script = fn(&mut CaseBuilder) -> Result<(), String>;
+
+/// `(ShortName, file, steps)` for tests whose subtests do more than reorder rules.
+const SCRIPTED_CASES: &[(&str, &str, Script)] = &[
+    ("CNPAdminTierPriorityField", "admin-network-policy-standard-priority.go", priority_field),
+    ("CNPAdminTierIntegration", "admin-network-policy-standard-integration.go", admin_tier_integration),
+];
+
+fn apply_all(case: &mut CaseBuilder, objects: &[Object]) {
+    for object in objects {
+        case.apply(object.clone());
+    }
+}
+
+/// Deny at priority 50 beats Pass at 60; moving the Pass to 40 hands both directions to the
+/// Baseline Accept.
+fn priority_field(case: &mut CaseBuilder) -> Result<(), String> {
+    let mut objects = objects(include_str!("../manifests/admin_tier/standard-priority-field.yaml"))?;
+    apply_all(case, &objects);
+    poke(
+        case,
+        "Should Deny traffic from slytherin to gryffindor respecting admin CNP",
+        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false)],
+    );
+    poke(
+        case,
+        "Should Deny traffic to slytherin from gryffindor respecting admin CNP",
+        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false)],
+    );
+    let cnp = cluster_network_policy(&mut objects, "old-priority-60-new-priority-40-example")?;
+    cnp.spec.priority = 40;
+    let cnp = cnp.clone();
+    case.apply_cluster_network_policy(&cnp);
+    poke(
+        case,
+        "Should respect admin CNP priority field; thus passing both ingress and egress traffic over to baseline CNP",
+        &[
+            poke_tcp("draco-malfoy-0", "harry-potter-0", 80, true),
+            poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, true),
+            poke_tcp("harry-potter-0", "draco-malfoy-0", 80, true),
+            poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, true),
+        ],
+    );
+    Ok(())
+}
+
+/// Admin Deny, then Admin Pass to a NetworkPolicy that allows, then (NetworkPolicy deleted) to a
+/// Baseline Deny; ingress and egress each.
+fn admin_tier_integration(case: &mut CaseBuilder) -> Result<(), String> {
+    let mut objects = objects(include_str!("../manifests/api_integration/standard-anp-np-banp.yaml"))?;
+    apply_all(case, &objects);
+    poke(
+        case,
+        "Should Deny traffic from slytherin to gryffindor respecting admin CNP",
+        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false)],
+    );
+    poke(
+        case,
+        "Should Deny traffic to slytherin from gryffindor respecting admin CNP",
+        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false)],
+    );
+    let pass_example = cluster_network_policy(&mut objects, "pass-example")?;
+    let ingress = pass_example.spec.ingress.first_mut().ok_or("pass-example has no ingress rule")?;
+    ingress.action = RuleAction::Pass;
+    let snapshot = pass_example.clone();
+    case.apply_cluster_network_policy(&snapshot);
+    poke(
+        case,
+        "Should support a 'pass-ingress' policy for admin CNP and respect the match for network policy",
+        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, true), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, true)],
+    );
+    let pass_example = cluster_network_policy(&mut objects, "pass-example")?;
+    let egress = pass_example.spec.egress.first_mut().ok_or("pass-example has no egress rule")?;
+    egress.action = RuleAction::Pass;
+    let snapshot = pass_example.clone();
+    case.apply_cluster_network_policy(&snapshot);
+    poke(
+        case,
+        "Should support a 'pass-egress' policy for admin CNP and respect the match for network policy",
+        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, true), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, true)],
+    );
+    let np: &NetworkPolicy = objects
+        .iter()
+        .find_map(|o| match o {
+            Object::NetworkPolicy(np) => Some(np),
+            _ => None,
+        })
+        .ok_or("manifest has no NetworkPolicy")?;
+    case.delete(ObjectRef::NetworkPolicy {
+        namespace: np.metadata.namespace.clone().unwrap_or_default(),
+        name: np.metadata.name.clone().unwrap_or_default(),
+    });
+    poke(
+        case,
+        "Should support a 'pass-ingress' policy for admin CNP and respect the match for baseline cluster network policy",
+        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false)],
+    );
+    poke(
+        case,
+        "Should support a 'pass-egress' policy for admin CNP and respect the match for baseline cluster network policy",
+        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false)],
+    );
+    Ok(())
+}
