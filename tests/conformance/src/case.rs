@@ -23,6 +23,9 @@ pub struct Case {
 }
 
 /// A change to the cluster, or a check of connectivity.
+// Objects are stored inline: a case has tens of steps, and `Step::Apply(object)` reads better
+// than boxing for a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Step {
     /// Create the object, or replace it entirely if one with its name exists (an update).

@@ -193,7 +193,8 @@ impl PureCluster {
             port: expectation.probe.port,
         };
         let mut text = String::new();
-        let judges: [(&str, &dyn Fn(&Flow) -> Verdict); 2] =
+        type Judge<'a> = (&'a str, &'a dyn Fn(&Flow) -> Verdict);
+        let judges: [Judge; 2] =
             [("reference evaluator", &|f| reference.verdict(f)), ("compiled node plans", &|f| evaluator.verdict(f))];
         for (judge, verdict) in judges {
             let comparison = expectation.reachability.compare(|from, to| verdict(&flow(from, to)).allowed);
