@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use palisade_conformance::{Environment, PodId, Step};
 
-/// Resolves every placeholder to a fixed address, as a runner would with real pod IPs.
+/// Resolves every placeholder to a fixed address per pod (distinct pods, distinct addresses, as
+/// `networks` is a set), as a runner would with real pod IPs.
 struct FixedAddresses;
 
 impl Environment for FixedAddresses {
@@ -13,8 +14,11 @@ impl Environment for FixedAddresses {
         format!("{logical}-run1")
     }
 
-    fn pod_ip(&self, _: &PodId) -> Option<IpAddr> {
-        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
+    fn pod_ip(&self, pod: &PodId) -> Option<IpAddr> {
+        // FNV-1a over `ns/name`, folded into 10.0.0.0/16.
+        let hash = pod.to_string().bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        let [.., high, low] = hash.to_be_bytes();
+        Some(IpAddr::V4(Ipv4Addr::new(10, 0, high, low)))
     }
 }
 
@@ -52,13 +56,18 @@ fn every_case_is_well_formed() {
 }
 
 /// ClusterNetworkPolicies must pass the CRD's schema, or a real API server would refuse them.
+/// They are checked as a runner sends them: placeholders (`{{hostCIDR x/b}}` in `networks`)
+/// resolved first.
 #[test]
 fn cluster_network_policies_pass_the_crd_schema() {
     for suite in palisade_conformance::suites() {
         for case in &suite.cases {
             for step in &case.steps {
-                if let Step::Apply(palisade_conformance::Object::ClusterNetworkPolicy(cnp)) = step {
-                    let violations = palisade_crds::validate::cluster_network_policy(cnp);
+                if let Step::Apply(object) = step
+                    && let palisade_conformance::Object::ClusterNetworkPolicy(cnp) =
+                        object.resolve(&FixedAddresses).unwrap_or_else(|e| panic!("{}: {e}", case.name))
+                {
+                    let violations = palisade_crds::validate::cluster_network_policy(&cnp);
                     assert!(violations.is_empty(), "{}: {violations:?}", case.name);
                 }
             }
@@ -83,5 +92,6 @@ fn resolve_renames_namespaces_and_fills_placeholders() {
     assert!(yaml.contains("namespace: x-run1"), "{yaml}");
     assert!(yaml.contains("kubernetes.io/metadata.name: y-run1"), "{yaml}");
     assert!(yaml.contains("pod: a"), "{yaml}");
-    assert!(yaml.contains("10.0.0.1/32"), "{yaml}");
+    let ip = FixedAddresses.pod_ip(&PodId::new("x", "b")).unwrap();
+    assert!(yaml.contains(&format!("{ip}/32")), "{yaml}");
 }
