@@ -5,8 +5,12 @@
 //! and mutate the live policy cumulatively; here every mutation is an [`crate::Step::Apply`] of
 //! the whole mutated object, computed from the previous one exactly as the Go code does.
 //!
-//! Manifests live in `manifests/` in upstream's layout (`admin_tier/…`), at apiVersion
-//! `policy.networking.k8s.io/v1alpha2`.
+//! Manifests live in `manifests/` in upstream's layout (`admin_tier/…`, `baseline_tier/…`), at
+//! apiVersion `policy.networking.k8s.io/v1alpha2`.
+//!
+//! All 24 upstream tests are here. The named-port and node-peer tests belong to upstream's
+//! experimental features (`ClusterNetworkPolicyNamedPorts`, `ClusterNetworkPolicyEgressNodePeers`);
+//! every other test is in the standard set.
 
 use palisade_crds::ClusterNetworkPolicy;
 use palisade_crds::cnp::{
@@ -1178,6 +1182,10 @@ fn baseline_tier_egress_inline_cidr_peers(case: &mut CaseBuilder) -> Result<(), 
 
 /// The same test in both tiers: [0] Accept pods of slytherin, [1] Deny `0.0.0.0/0` and `::/0`
 /// (which covers pod IPs too); then an Accept `networks` rule for two pod IPs is prepended.
+///
+/// Not ported: newer upstream revisions are said to relabel the slytherin namespace between the
+/// two subtests (denied while relabelled, allowed once relabelled back). No copy of that revision
+/// was available to port from, and its label values, probes and titles are not guessed here.
 fn egress_inline_cidr_peers(case: &mut CaseBuilder, yaml: &str) -> Result<(), String> {
     let mut cnp = manifest(yaml).map_err(|e| e.to_string())?;
     case.apply_cluster_network_policy(&cnp);
