@@ -352,7 +352,10 @@ impl NetCluster {
         for (i, node) in self.nodes.iter().enumerate() {
             let mut commands = vec![
                 "link set lo up".to_string(),
-                format!("link add fab0 type veth peer name n{} netns {}", i + 1, self.fabric),
+                // Explicit, distinct ifindexes on the two ends: the kernel treats a veth whose ifindex
+                // equals its peer's (common across fresh namespaces: both are 2) as a non-urgent link
+                // event, and activates it up to a second later; until then it drops every packet.
+                format!("link add fab0 index 10 type veth peer name n{} index {} netns {}", i + 1, 100 + i, self.fabric),
                 format!("addr add {}/24 dev fab0", node.ipv4),
                 format!("addr add {}/64 dev fab0 nodad", node.ipv6),
                 format!("addr add {}/64 dev fab0 nodad", node.link_local),
@@ -361,14 +364,19 @@ impl NetCluster {
             ];
             for other in self.nodes.iter().filter(|o| o.name != node.name) {
                 commands.push(format!("route add {} via {} dev fab0", other.pod_cidr_v4, other.ipv4));
-                commands.push(format!("-6 route add {} via {} dev fab0", other.pod_cidr_v6, other.link_local));
+                commands.push(format!("route add {} via {} dev fab0", other.pod_cidr_v6, other.link_local));
             }
             for pod in self.pods.iter().filter(|p| p.node == node.name) {
-                commands.push(format!("link add {} type veth peer name eth0 netns {}", pod.host_veth, pod.netns));
+                commands.push(format!(
+                    "link add {} index {} type veth peer name eth0 index 2 netns {}",
+                    pod.host_veth,
+                    1000 + pod_index(&pod.host_veth),
+                    pod.netns
+                ));
                 commands.push(format!("addr add {POD_GATEWAY_V6}/64 dev {} nodad", pod.host_veth));
                 commands.push(format!("link set {} up", pod.host_veth));
                 commands.push(format!("route add {}/32 dev {}", pod.ipv4, pod.host_veth));
-                commands.push(format!("-6 route add {}/128 dev {}", pod.ipv6, pod.host_veth));
+                commands.push(format!("route add {}/128 dev {}", pod.ipv6, pod.host_veth));
             }
             ip_batch(Some(&node.netns), &commands)?;
             fabric.push(format!("link set n{} master br0 up", i + 1));
@@ -395,9 +403,35 @@ impl NetCluster {
                     "link set eth0 up".to_string(),
                     format!("route add {POD_GATEWAY_V4} dev eth0 scope link"),
                     format!("route add default via {POD_GATEWAY_V4} dev eth0"),
-                    format!("-6 route add default via {POD_GATEWAY_V6} dev eth0"),
+                    format!("route add ::/0 via {POD_GATEWAY_V6} dev eth0"),
                 ],
             )?;
+        }
+        self.wait_links_up(&all)
+    }
+
+    /// Waits until every veth is operationally up, i.e. the kernel's link watcher has activated it
+    /// (a link still pending drops packets silently).
+    fn wait_links_up(&self, namespaces: &[String]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for name in namespaces {
+            loop {
+                let links = netns::exec(name, &["ip", "-br", "link"])?;
+                let pending: Vec<&str> = links
+                    .lines()
+                    // Veths only (`name@peer`): the bridge's own state lags by up to a second but
+                    // does not gate forwarding between its ports.
+                    .filter(|l| l.split_whitespace().next().is_some_and(|n| n.contains('@')))
+                    .filter(|l| l.split_whitespace().nth(1) != Some("UP"))
+                    .collect();
+                if pending.is_empty() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Timeout { what: format!("links in {name} to come up: {pending:?}"), seconds: 5 });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Ok(())
     }
@@ -670,6 +704,10 @@ pub async fn mark_pod_running(client: &Client, namespace: &str, name: &str, pod_
     Ok(Api::<K8sPod>::namespaced(client.clone(), namespace)
         .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
         .await?)
+}
+
+fn pod_index(host_veth: &str) -> u32 {
+    host_veth.trim_start_matches("pv").parse().unwrap_or(0)
 }
 
 /// Path of the `palisade-probe` binary. Looks, in order, at `$PALISADE_PROBE_BIN`, next to the

@@ -158,3 +158,46 @@ impl fmt::Display for Reachability {
         f.write_str(&self.grid())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::probe::Protocol;
+
+    fn pod(namespace: &str, name: &str) -> ReachabilityCell {
+        ReachabilityCell::from(Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node: "n1".into(),
+            netns: String::new(),
+            host_veth: String::new(),
+            labels: BTreeMap::new(),
+            ports: vec![],
+            ipv4: Ipv4Addr::LOCALHOST,
+            ipv6: Ipv6Addr::LOCALHOST,
+        })
+    }
+
+    #[test]
+    fn diff_marks_exactly_the_differing_cells() {
+        let ok = ProbeOutcome::Connected { peer: String::new() };
+        let cells = vec![vec![ok.clone(), ProbeOutcome::Dropped], vec![ProbeOutcome::Refused, ok]];
+        let matrix = Reachability::new(
+            Port { protocol: Protocol::Tcp, number: 80 },
+            Family::V4,
+            vec![pod("x", "a"), pod("y", "b")],
+            cells,
+        );
+        // Expect only y/b -> x/a blocked: x/a -> y/b is a surprise drop, y/b -> x/a matches.
+        let diff = matrix.compare(|from, to| !(from.id() == "y/b" && to.id() == "x/a"));
+        assert_eq!(diff.mismatched_cells(), vec![("x/a".to_string(), "y/b".to_string())]);
+        let text = diff.to_string();
+        assert!(text.contains("*X*"), "{text}");
+        assert!(!text.contains("*R*"), "{text}");
+        assert!(text.contains("x/a -> y/b: expected connected, observed dropped (timeout)"), "{text}");
+        assert_eq!(matrix.get("y/b", "x/a"), Some(&ProbeOutcome::Refused));
+    }
+}
