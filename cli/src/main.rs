@@ -1,0 +1,49 @@
+//! `palisade`: one binary for every Palisade process.
+//!
+//! - `palisade operator`: the operator (index, plan stream, status), see `palisade-operator`.
+//! - `palisade agent run|cleanup`: the node agent, added by the agent crate's owner as another
+//!   [`Command`] variant calling into `palisade-agent`, following the same shape: flags with
+//!   environment fallbacks here, the work in the library.
+
+mod operator;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about = "Palisade: Kubernetes NetworkPolicy and ClusterNetworkPolicy enforcement")]
+struct Cli {
+    /// Log filter in `tracing` EnvFilter syntax (e.g. `info,palisade_operator=debug`).
+    #[arg(long, env = "PALISADE_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the operator: watch the cluster, stream node plans to agents, write policy status.
+    Operator(operator::OperatorArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .map_err(|error| anyhow::anyhow!("--log {:?} is not a valid filter: {error}", cli.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    match cli.command {
+        Command::Operator(args) => operator::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

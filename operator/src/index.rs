@@ -1,0 +1,377 @@
+//! The index: kube-runtime watchers on Pods, Namespaces, Nodes, NetworkPolicies and
+//! ClusterNetworkPolicies feed one [`Engine`].
+//!
+//! Objects are converted into the engine model as they arrive and never stored whole, so the
+//! operator's memory is the engine's (labels, addresses, policies as written), not the API's
+//! (managedFields, annotations, container specs). One object that cannot be converted is recorded
+//! with its error and skipped; the watch goes on. What each event changed is left behind as dirty
+//! nodes (for [`crate::distribute`]) and dirty policies (for [`crate::status`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use palisade_crds::convert::{self, ConvertError};
+use palisade_crds::ClusterNetworkPolicy;
+use palisade_engine::model::{PodKey, Policy, PolicyKind, PolicyRef, Revision};
+use palisade_engine::{Delta, Engine};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{KindLabel, Metrics};
+
+/// The resources the index watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceKind {
+    Pod,
+    Namespace,
+    Node,
+    NetworkPolicy,
+    ClusterNetworkPolicy,
+}
+
+impl ResourceKind {
+    pub const ALL: [ResourceKind; 5] = [
+        ResourceKind::Pod,
+        ResourceKind::Namespace,
+        ResourceKind::Node,
+        ResourceKind::NetworkPolicy,
+        ResourceKind::ClusterNetworkPolicy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Pod => "Pod",
+            ResourceKind::Namespace => "Namespace",
+            ResourceKind::Node => "Node",
+            ResourceKind::NetworkPolicy => "NetworkPolicy",
+            ResourceKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+        }
+    }
+}
+
+/// `namespace/name` of a watched object; `namespace` is `None` for cluster-scoped kinds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{namespace}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// What the operator knows about one policy object, valid or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub revision: Revision,
+    /// Set when the object could not be converted into the engine model (then the engine does
+    /// not hold it, and it enforces nothing).
+    pub conversion_error: Option<String>,
+}
+
+/// The engine plus the bookkeeping that watch semantics need.
+#[derive(Default)]
+pub struct Index {
+    engine: Engine,
+    /// Keys held for each kind, so a re-list can remove what disappeared while the watch was down.
+    known: BTreeMap<ResourceKind, BTreeSet<ObjectKey>>,
+    /// Keys seen since the current re-list of each kind began (`Init` to `InitDone`).
+    relisting: BTreeMap<ResourceKind, BTreeSet<ObjectKey>>,
+    /// Kinds whose first list completed.
+    synced: BTreeSet<ResourceKind>,
+    policies: BTreeMap<PolicyRef, PolicyRecord>,
+    /// Objects that could not be converted, with the error naming the object and the field.
+    conversion_errors: BTreeMap<(ResourceKind, ObjectKey), String>,
+    dirty_nodes: BTreeSet<String>,
+    dirty_policies: BTreeSet<PolicyRef>,
+}
+
+impl Index {
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Every policy object currently known.
+    pub fn policies(&self) -> &BTreeMap<PolicyRef, PolicyRecord> {
+        &self.policies
+    }
+
+    pub fn policy(&self, reference: &PolicyRef) -> Option<&PolicyRecord> {
+        self.policies.get(reference)
+    }
+
+    pub fn conversion_errors(&self) -> &BTreeMap<(ResourceKind, ObjectKey), String> {
+        &self.conversion_errors
+    }
+
+    /// True once every watched kind has been listed completely at least once.
+    pub fn is_synced(&self) -> bool {
+        ResourceKind::ALL.iter().all(|kind| self.synced.contains(kind))
+    }
+
+    pub fn take_dirty_nodes(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty_nodes)
+    }
+
+    pub fn take_dirty_policies(&mut self) -> BTreeSet<PolicyRef> {
+        std::mem::take(&mut self.dirty_policies)
+    }
+
+    /// Applies one watch event. Returns true when the engine may have changed.
+    pub fn apply_event<K: Watched>(&mut self, event: Event<K>) -> bool {
+        match event {
+            Event::Init => {
+                self.relisting.insert(K::KIND, BTreeSet::new());
+                false
+            }
+            Event::InitApply(object) => {
+                if let Some(key) = K::key_of(&object) {
+                    self.relisting.entry(K::KIND).or_default().insert(key);
+                }
+                self.upsert(&object);
+                true
+            }
+            Event::InitDone => {
+                let seen = self.relisting.remove(&K::KIND).unwrap_or_default();
+                let gone: Vec<ObjectKey> =
+                    self.known.get(&K::KIND).map(|known| known.difference(&seen).cloned().collect()).unwrap_or_default();
+                for key in &gone {
+                    self.remove(K::KIND, key);
+                }
+                self.synced.insert(K::KIND);
+                true
+            }
+            Event::Apply(object) => {
+                self.upsert(&object);
+                true
+            }
+            Event::Delete(object) => {
+                if let Some(key) = K::key_of(&object) {
+                    self.remove(K::KIND, &key);
+                }
+                true
+            }
+        }
+    }
+
+    fn upsert<K: Watched>(&mut self, object: &K) {
+        let Some(key) = K::key_of(object) else {
+            tracing::warn!(kind = K::KIND.as_str(), "ignoring an object without a name");
+            return;
+        };
+        self.known.entry(K::KIND).or_default().insert(key.clone());
+        match object.index_into(self) {
+            Ok(()) => {
+                self.conversion_errors.remove(&(K::KIND, key));
+            }
+            Err(error) => {
+                tracing::warn!(kind = K::KIND.as_str(), object = %key, %error, "object cannot be converted; skipped");
+                self.conversion_errors.insert((K::KIND, key), error.to_string());
+            }
+        }
+    }
+
+    fn remove(&mut self, kind: ResourceKind, key: &ObjectKey) {
+        if let Some(known) = self.known.get_mut(&kind) {
+            known.remove(key);
+        }
+        self.conversion_errors.remove(&(kind, key.clone()));
+        let delta = match kind {
+            ResourceKind::Pod => match &key.namespace {
+                Some(namespace) => {
+                    self.engine.remove_pod(&PodKey { namespace: namespace.clone(), name: key.name.clone() })
+                }
+                None => Delta::default(),
+            },
+            ResourceKind::Namespace => self.engine.remove_namespace(&key.name),
+            ResourceKind::Node => self.engine.remove_node(&key.name),
+            ResourceKind::NetworkPolicy | ResourceKind::ClusterNetworkPolicy => {
+                let reference = policy_ref(kind, key);
+                self.policies.remove(&reference);
+                self.dirty_policies.insert(reference.clone());
+                self.engine.remove_policy(&reference)
+            }
+        };
+        self.absorb(delta);
+    }
+
+    fn absorb(&mut self, delta: Delta) {
+        self.dirty_nodes.extend(delta.affected_nodes);
+    }
+
+    /// Installs a policy, or records why it could not be converted (and withdraws any older
+    /// version from the engine, as the engine does for an invalid one: the new spec is what the
+    /// owner wants now).
+    fn upsert_policy(&mut self, reference: PolicyRef, revision: Revision, converted: Result<Policy, ConvertError>) -> Result<(), ConvertError> {
+        self.dirty_policies.insert(reference.clone());
+        match converted {
+            Ok(policy) => {
+                self.policies.insert(reference, PolicyRecord { revision, conversion_error: None });
+                let delta = self.engine.upsert_policy(policy);
+                self.absorb(delta);
+                Ok(())
+            }
+            Err(error) => {
+                self.policies.insert(reference.clone(), PolicyRecord { revision, conversion_error: Some(error.to_string()) });
+                let delta = self.engine.remove_policy(&reference);
+                self.absorb(delta);
+                Err(error)
+            }
+        }
+    }
+}
+
+fn policy_ref(kind: ResourceKind, key: &ObjectKey) -> PolicyRef {
+    PolicyRef {
+        kind: if kind == ResourceKind::NetworkPolicy { PolicyKind::NetworkPolicy } else { PolicyKind::ClusterNetworkPolicy },
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}
+
+fn revision_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Revision {
+    Revision { uid: meta.uid.clone().unwrap_or_default(), generation: meta.generation.unwrap_or(0) }
+}
+
+/// A watched kind: how to name it and how to put it into the index.
+pub trait Watched: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static {
+    const KIND: ResourceKind;
+
+    fn key_of(object: &Self) -> Option<ObjectKey> {
+        Some(ObjectKey { namespace: object.namespace(), name: object.meta().name.clone()? })
+    }
+
+    fn index_into(&self, index: &mut Index) -> Result<(), ConvertError>;
+}
+
+impl Watched for Pod {
+    const KIND: ResourceKind = ResourceKind::Pod;
+
+    fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
+        let pod = convert::pod(self)?;
+        let delta = index.engine.upsert_pod(pod);
+        index.absorb(delta);
+        Ok(())
+    }
+}
+
+impl Watched for Namespace {
+    const KIND: ResourceKind = ResourceKind::Namespace;
+
+    fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
+        let namespace = convert::namespace(self)?;
+        let delta = index.engine.upsert_namespace(namespace);
+        index.absorb(delta);
+        Ok(())
+    }
+}
+
+impl Watched for Node {
+    const KIND: ResourceKind = ResourceKind::Node;
+
+    fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
+        let node = convert::node(self)?;
+        let delta = index.engine.upsert_node(node);
+        index.absorb(delta);
+        Ok(())
+    }
+}
+
+impl Watched for NetworkPolicy {
+    const KIND: ResourceKind = ResourceKind::NetworkPolicy;
+
+    fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
+        let Some(key) = Self::key_of(self) else { return Ok(()) };
+        let converted = convert::network_policy(self).map(Policy::Network);
+        index.upsert_policy(policy_ref(Self::KIND, &key), revision_of(&self.metadata), converted)
+    }
+}
+
+impl Watched for ClusterNetworkPolicy {
+    const KIND: ResourceKind = ResourceKind::ClusterNetworkPolicy;
+
+    fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
+        let Some(key) = Self::key_of(self) else { return Ok(()) };
+        let converted = convert::cluster_network_policy(self).map(Policy::Cluster);
+        index.upsert_policy(policy_ref(Self::KIND, &key), revision_of(&self.metadata), converted)
+    }
+}
+
+/// The index shared by the watchers, the distributor, the stream server and the status writer.
+/// A plain mutex: every engine operation is short and synchronous, and nobody holds it across
+/// an await.
+pub struct SharedIndex {
+    index: Mutex<Index>,
+    /// Woken after every batch of events that may have changed plans.
+    pub changed: Notify,
+    synced: watch::Sender<bool>,
+}
+
+impl SharedIndex {
+    pub fn new() -> Arc<SharedIndex> {
+        Arc::new(SharedIndex { index: Mutex::new(Index::default()), changed: Notify::new(), synced: watch::Sender::new(false) })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves a consistent engine (each operation completes or
+        // panics before mutating), so a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Becomes true once every kind has been listed.
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        self.synced.subscribe()
+    }
+
+    fn apply<K: Watched>(&self, event: Event<K>, metrics: &Metrics) {
+        let mut index = self.lock();
+        let changed = index.apply_event(event);
+        if index.is_synced() && !*self.synced.borrow() {
+            self.synced.send_replace(true);
+        }
+        let errors = index.conversion_errors.keys().filter(|(kind, _)| *kind == K::KIND).count();
+        drop(index);
+        metrics.events_processed.get_or_create(&KindLabel { kind: K::KIND.as_str() }).inc();
+        metrics.conversion_errors.get_or_create(&KindLabel { kind: K::KIND.as_str() }).set(errors as i64);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// Runs all five watchers until `shutdown`. Watch errors are retried with backoff, forever:
+/// the index must never stop following the cluster.
+pub async fn run_watchers(client: Client, index: Arc<SharedIndex>, metrics: Metrics, shutdown: CancellationToken) {
+    let pods = watch_kind(Api::<Pod>::all(client.clone()), index.clone(), metrics.clone());
+    let namespaces = watch_kind(Api::<Namespace>::all(client.clone()), index.clone(), metrics.clone());
+    let nodes = watch_kind(Api::<Node>::all(client.clone()), index.clone(), metrics.clone());
+    let network_policies = watch_kind(Api::<NetworkPolicy>::all(client.clone()), index.clone(), metrics.clone());
+    let cluster_policies = watch_kind(Api::<ClusterNetworkPolicy>::all(client), index, metrics);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = async { tokio::join!(pods, namespaces, nodes, network_policies, cluster_policies) } => {}
+    }
+}
+
+async fn watch_kind<K: Watched>(api: Api<K>, index: Arc<SharedIndex>, metrics: Metrics) {
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => index.apply(event, &metrics),
+            Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Palisade's operator: the cluster goes into the engine, node plans go out to agents, and
+//! enforcement status comes back onto the policies.
+//!
+//! Read top-down:
+//! - [`index`]: watchers on Pods, Namespaces, Nodes, NetworkPolicies and ClusterNetworkPolicies
+//!   feed one [`palisade_engine::Engine`], converting each object as it arrives.
+//! - [`distribute`]: one `tokio::sync::watch` per node with its newest plan, debounced, published
+//!   only on change.
+//! - [`server`]: the plan stream (`docs/protocol.md`) over TLS, and probes and metrics over HTTP.
+//! - [`auth`]: TokenReview-based authorization of agents for their own node.
+//! - [`realization`]: what each agent reports it enforces.
+//! - [`status`]: per-policy conditions and PolicyStatus objects, written only on change.
+//! - [`leader`]: the Lease that decides which replica writes status.
+//!
+//! [`run`] wires them together until SIGTERM; [`start`] does the same and hands back a
+//! [`RunningOperator`] (tests run several in one process).
+
+pub mod auth;
+pub mod distribute;
+pub mod index;
+pub mod leader;
+pub mod metrics;
+pub mod realization;
+pub mod server;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use leader::LeaseConfig;
+pub use status::FIELD_MANAGER;
+
+/// Everything the operator needs to run.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// A kubeconfig file; `None` infers (in-cluster ServiceAccount, then `$KUBECONFIG` / `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the plan stream listens (TLS).
+    pub stream_address: SocketAddr,
+    /// PEM certificate chain and private key of the plan stream.
+    pub tls_certificate: PathBuf,
+    pub tls_key: PathBuf,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen (plain HTTP).
+    pub probe_address: SocketAddr,
+    /// The agents' ServiceAccount: only its tokens may subscribe.
+    pub agent_service_account: ServiceAccountRef,
+    pub lease: LeaseConfig,
+    /// This replica's name in the Lease and in Events (the pod name).
+    pub identity: String,
+    pub timings: Timings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Tuning knobs; the defaults suit production, tests shorten some.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    /// How long the distributor waits after a change for the rest of a burst.
+    pub plan_debounce: Duration,
+    /// How often dirty policies' status is written.
+    pub status_flush: Duration,
+    /// How often all status is compared with what is stored.
+    pub status_full_reconcile: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            plan_debounce: Duration::from_millis(30),
+            status_flush: Duration::from_millis(200),
+            status_full_reconcile: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("cannot read kubeconfig {path}: {message}")]
+    Kubeconfig { path: PathBuf, message: String },
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Client(String),
+    #[error("cannot load the TLS certificate {certificate} / key {key}: {source}")]
+    Tls { certificate: PathBuf, key: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Listen { address: SocketAddr, what: &'static str, source: std::io::Error },
+    #[error("the {what} server failed: {source}")]
+    Serve { what: &'static str, source: std::io::Error },
+    #[error("leader election on Lease {namespace}/{name} failed: {message}")]
+    Lease { namespace: String, name: String, message: String },
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the operator until SIGTERM or SIGINT, then shuts down gracefully (agents get a close
+/// frame, the Lease is released so another replica takes over at once).
+pub async fn run(config: OperatorConfig) -> Result<(), OperatorError> {
+    let running = start(config).await?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(OperatorError::Signal)?;
+    let failed = running.shutdown.clone();
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = failed.cancelled() => tracing::error!("a server failed: shutting down"),
+    }
+    running.shutdown().await
+}
+
+/// A started operator. Dropping it aborts every task (as a crash would, except that the Lease
+/// is still released when its channel closes).
+pub struct RunningOperator {
+    /// The bound plan stream address (useful with port 0).
+    pub stream_address: SocketAddr,
+    /// The bound probe and metrics address.
+    pub probe_address: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<(), OperatorError>>,
+    campaign: Option<leader::Campaign>,
+}
+
+impl RunningOperator {
+    /// Stops serving, closes agent streams, releases the Lease. Returns the first task error.
+    pub async fn shutdown(mut self) -> Result<(), OperatorError> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(result) = self.tasks.join_next().await {
+                if let Ok(Err(error)) = result {
+                    first_error.get_or_insert(error);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some tasks did not stop in time; aborting them");
+            self.tasks.abort_all();
+        }
+        if let Some(campaign) = self.campaign.take() {
+            campaign.resign().await;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Connects, binds both listeners, starts watchers, distributor, servers, leader election and
+/// the status writer, and returns without waiting for the index to sync (`/readyz` tells).
+pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorError> {
+    // kube and axum-server both use rustls; with only ring compiled in this cannot conflict, and
+    // installing it explicitly keeps a future second provider from panicking at the handshake.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let client = client(&config).await?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls_certificate, &config.tls_key)
+        .await
+        .map_err(|source| OperatorError::Tls {
+            certificate: config.tls_certificate.clone(),
+            key: config.tls_key.clone(),
+            source,
+        })?;
+    let stream_listener = server::bind(config.stream_address)
+        .map_err(|source| OperatorError::Listen { address: config.stream_address, what: "plan stream", source })?;
+    let probe_listener = server::bind(config.probe_address)
+        .map_err(|source| OperatorError::Listen { address: config.probe_address, what: "probes", source })?;
+    let local = |listener: &std::net::TcpListener, address: SocketAddr, what| {
+        listener.local_addr().map_err(|source| OperatorError::Listen { address, what, source })
+    };
+    let stream_address = local(&stream_listener, config.stream_address, "plan stream")?;
+    let probe_address = local(&probe_listener, config.probe_address, "probes")?;
+
+    let campaign = leader::Campaign::start(client.clone(), &config.lease, &config.identity).await.map_err(|error| {
+        OperatorError::Lease { namespace: config.lease.namespace.clone(), name: config.lease.name.clone(), message: error.to_string() }
+    })?;
+
+    let shutdown = CancellationToken::new();
+    let metrics = metrics::Metrics::default();
+    let index = index::SharedIndex::new();
+    let distribution = distribute::SharedDistribution::new(index.clone());
+    let realization = Arc::new(realization::RealizationTable::default());
+    let dirty = Arc::new(status::DirtyPolicies::default());
+    let authenticator = Arc::new(auth::Authenticator::new(
+        client.clone(),
+        &config.agent_service_account.namespace,
+        &config.agent_service_account.name,
+    ));
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let (client, index, metrics, shutdown) = (client.clone(), index.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            index::run_watchers(client, index, metrics, shutdown).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let (distribution, dirty, metrics, shutdown) = (distribution.clone(), dirty.clone(), metrics.clone(), shutdown.clone());
+        let debounce = config.timings.plan_debounce;
+        async move {
+            distribute::run_distributor(distribution, dirty, metrics, debounce, shutdown).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let writer = status::StatusWriter::new(
+            client.clone(),
+            &config.identity,
+            index.clone(),
+            distribution.clone(),
+            realization.clone(),
+            dirty.clone(),
+            metrics.clone(),
+        );
+        let timings = status::StatusTimings {
+            flush_interval: config.timings.status_flush,
+            full_reconcile_interval: config.timings.status_full_reconcile,
+        };
+        let (is_leader, shutdown) = (campaign.is_leader.clone(), shutdown.clone());
+        async move {
+            writer.run(is_leader, timings, shutdown).await;
+            Ok(())
+        }
+    });
+
+    let stream_state = server::StreamState {
+        distribution: distribution.clone(),
+        realization,
+        dirty,
+        authenticator,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let stream_app = server::stream_router(stream_state);
+    let stream_handle = axum_server::Handle::new();
+    tasks.spawn({
+        let (handle, shutdown) = (stream_handle.clone(), shutdown.clone());
+        async move {
+            let server = axum_server::from_tcp_rustls(stream_listener, tls)
+                .map_err(|source| OperatorError::Serve { what: "plan stream", source })?
+                .handle(handle);
+            serve_until(server.serve(stream_app.into_make_service()), stream_handle, shutdown, "plan stream").await
+        }
+    });
+    let probe_app = server::probe_router(distribution, &metrics);
+    let probe_handle = axum_server::Handle::new();
+    tasks.spawn({
+        let (handle, shutdown) = (probe_handle.clone(), shutdown.clone());
+        async move {
+            let server = axum_server::from_tcp(probe_listener)
+                .map_err(|source| OperatorError::Serve { what: "probes", source })?
+                .handle(handle);
+            serve_until(server.serve(probe_app.into_make_service()), probe_handle, shutdown, "probes").await
+        }
+    });
+
+    tracing::info!(%stream_address, %probe_address, identity = %config.identity, "operator started");
+    Ok(RunningOperator { stream_address, probe_address, shutdown, tasks, campaign: Some(campaign) })
+}
+
+/// Serves until `shutdown`, then drains for a few seconds. A server error cancels `shutdown`,
+/// so [`run`] exits instead of running without its stream.
+async fn serve_until<A: axum_server::Address>(
+    serving: impl std::future::Future<Output = std::io::Result<()>>,
+    handle: axum_server::Handle<A>,
+    shutdown: CancellationToken,
+    what: &'static str,
+) -> Result<(), OperatorError> {
+    tokio::pin!(serving);
+    let served = tokio::select! {
+        served = &mut serving => {
+            // The server stopped by itself: nothing serves agents any more, so stop everything.
+            shutdown.cancel();
+            served
+        }
+        _ = shutdown.cancelled() => {
+            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+            serving.await
+        }
+    };
+    served.map_err(|source| OperatorError::Serve { what, source })
+}
+
+async fn client(config: &OperatorConfig) -> Result<Client, OperatorError> {
+    let client_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|error| OperatorError::Kubeconfig { path: path.clone(), message: error.to_string() })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|error| OperatorError::Kubeconfig { path: path.clone(), message: error.to_string() })?
+        }
+        None => kube::Config::infer().await.map_err(|error| OperatorError::Client(error.to_string()))?,
+    };
+    Client::try_from(client_config).map_err(|error| OperatorError::Client(error.to_string()))
+}

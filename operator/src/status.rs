@@ -1,0 +1,523 @@
+//! Status: what each policy's state is, written by the Lease leader only.
+//!
+//! Per policy: Accepted (did the engine take it, and if not, which field is wrong), Realized
+//! (of the nodes whose plan carries it, how many enforce its current uid and generation) and, on
+//! PolicyStatus, Ready and the counts. NetworkPolicy has no status of its own, so its status lives
+//! in a PolicyStatus of the same name, owned by it.
+//!
+//! Writes happen only on change: every component marks the policies it may have affected dirty,
+//! a short periodic flush recomputes those and writes the ones whose status (compared without
+//! timestamps) differs from what was last written. A slow full reconcile re-reads what is stored
+//! and repairs anything that drifted or was lost, and removes PolicyStatus objects whose
+//! NetworkPolicy is gone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use palisade_crds::conditions::{self, reasons};
+use palisade_crds::policy_status::{NodeError, FIRST_ERRORS_LIMIT};
+use palisade_crds::{ClusterNetworkPolicy, PolicyEnforcementStatus, PolicyStatus};
+use palisade_engine::model::{PolicyKind, PolicyRef};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::distribute::SharedDistribution;
+use crate::index::SharedIndex;
+use crate::metrics::Metrics;
+use crate::realization::RealizationTable;
+
+/// The field manager of every status write, so `managedFields` shows who wrote what.
+pub const FIELD_MANAGER: &str = "palisade-operator";
+
+/// Longest condition message we write; the schema allows 32768, people read far less.
+const MESSAGE_LIMIT: usize = 2000;
+/// At most one Event per policy and reason in this interval.
+const EVENT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Policies whose status may have changed, marked by the index, the distributor and the
+/// stream server, taken by the status writer.
+#[derive(Default)]
+pub struct DirtyPolicies {
+    set: Mutex<BTreeSet<PolicyRef>>,
+}
+
+impl DirtyPolicies {
+    pub fn mark(&self, policies: impl IntoIterator<Item = PolicyRef>) {
+        self.lock().extend(policies);
+    }
+
+    pub fn take(&self) -> BTreeSet<PolicyRef> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<PolicyRef>> {
+        self.set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusTimings {
+    /// How often dirty policies are written (aggregates bursts into one write per policy).
+    pub flush_interval: Duration,
+    /// How often everything is compared with what is stored.
+    pub full_reconcile_interval: Duration,
+}
+
+/// A condition without its transition time: what "changed" is judged on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ConditionState {
+    type_: String,
+    status: String,
+    reason: String,
+    message: String,
+    observed_generation: Option<i64>,
+}
+
+impl ConditionState {
+    fn of(condition: &Condition) -> ConditionState {
+        ConditionState {
+            type_: condition.type_.clone(),
+            status: condition.status.clone(),
+            reason: condition.reason.clone(),
+            message: condition.message.clone(),
+            observed_generation: condition.observed_generation,
+        }
+    }
+}
+
+/// The status of one policy as computed (or as found stored), timestamps aside.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Summary {
+    conditions: Vec<ConditionState>,
+    /// PolicyStatus only: (selectedPods, nodesRealized, nodesDesired) and first errors.
+    counts: Option<(i32, i32, i32)>,
+    first_errors: Vec<(String, String)>,
+    /// PolicyStatus only: the NetworkPolicy UID in its spec (and owner reference).
+    owner_uid: Option<String>,
+}
+
+/// What was last written (or found) for a policy.
+#[derive(Clone, Debug, Default)]
+struct Written {
+    summary: Summary,
+    conditions: Vec<Condition>,
+}
+
+/// The facts status is computed from, gathered under the locks and then released.
+struct Facts {
+    uid: String,
+    generation: i64,
+    conversion_error: Option<String>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    selected_pods: usize,
+    nodes_desired: usize,
+    nodes_realized: usize,
+    failures: Vec<NodeError>,
+}
+
+pub struct StatusWriter {
+    client: Client,
+    index: Arc<SharedIndex>,
+    distribution: Arc<SharedDistribution>,
+    realization: Arc<RealizationTable>,
+    dirty: Arc<DirtyPolicies>,
+    metrics: Metrics,
+    recorder: Recorder,
+    written: BTreeMap<PolicyRef, Written>,
+    events_sent: HashMap<(PolicyRef, &'static str), Instant>,
+}
+
+impl StatusWriter {
+    pub fn new(
+        client: Client,
+        identity: &str,
+        index: Arc<SharedIndex>,
+        distribution: Arc<SharedDistribution>,
+        realization: Arc<RealizationTable>,
+        dirty: Arc<DirtyPolicies>,
+        metrics: Metrics,
+    ) -> StatusWriter {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
+        StatusWriter {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            index,
+            distribution,
+            realization,
+            dirty,
+            metrics,
+            written: BTreeMap::new(),
+            events_sent: HashMap::new(),
+        }
+    }
+
+    /// Writes status while `leader` is true, until `shutdown`.
+    pub async fn run(mut self, mut leader: watch::Receiver<bool>, timings: StatusTimings, shutdown: CancellationToken) {
+        let mut flush = tokio::time::interval(timings.flush_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_full: Option<Instant> = None;
+        let mut ready = self.distribution.ready();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = flush.tick() => {}
+                changed = leader.changed() => if changed.is_err() { return },
+            }
+            let is_leader = *leader.borrow_and_update();
+            self.metrics.leader.set(i64::from(is_leader));
+            if !is_leader {
+                // Another replica writes now; what we remember may go stale.
+                self.written.clear();
+                last_full = None;
+                continue;
+            }
+            if !*ready.borrow_and_update() {
+                continue;
+            }
+            if last_full.is_none_or(|at| at.elapsed() >= timings.full_reconcile_interval) {
+                match self.full_reconcile().await {
+                    Ok(()) => last_full = Some(Instant::now()),
+                    Err(error) => {
+                        tracing::warn!(%error, "full status reconcile failed; retrying");
+                        continue;
+                    }
+                }
+            }
+            for policy in self.dirty.take() {
+                if shutdown.is_cancelled() || !*leader.borrow() {
+                    self.dirty.mark([policy]);
+                    continue;
+                }
+                if let Err(error) = self.write(&policy).await {
+                    tracing::warn!(%policy, %error, "status write failed; will retry");
+                    self.dirty.mark([policy]);
+                }
+            }
+        }
+    }
+
+    /// Re-reads every stored status, so the next flush compares with what is really there, and
+    /// marks every policy (and every PolicyStatus, to delete orphans) dirty.
+    async fn full_reconcile(&mut self) -> Result<(), kube::Error> {
+        let cluster_policies = Api::<ClusterNetworkPolicy>::all(self.client.clone()).list(&ListParams::default()).await?;
+        let statuses = Api::<PolicyStatus>::all(self.client.clone()).list(&ListParams::default()).await?;
+        self.written.clear();
+        let mut all = BTreeSet::new();
+        for policy in cluster_policies {
+            let Some(name) = policy.metadata.name.clone() else { continue };
+            let reference = PolicyRef { kind: PolicyKind::ClusterNetworkPolicy, namespace: None, name };
+            let ours: Vec<Condition> = policy
+                .status
+                .map(|status| status.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.type_ == conditions::ACCEPTED || c.type_ == conditions::REALIZED)
+                .collect();
+            self.written.insert(reference.clone(), Written { summary: summarize_stored(&ours, None), conditions: ours });
+            all.insert(reference);
+        }
+        for stored in statuses {
+            let (Some(name), Some(namespace)) = (stored.metadata.name.clone(), stored.metadata.namespace.clone()) else {
+                continue;
+            };
+            let reference = PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some(namespace), name };
+            let status = stored.status.unwrap_or_default();
+            let mut summary = summarize_stored(&status.conditions, Some(&status));
+            summary.owner_uid = Some(stored.spec.policy_uid.clone());
+            self.written.insert(reference.clone(), Written { summary, conditions: status.conditions });
+            all.insert(reference);
+        }
+        all.extend(self.index.lock().policies().keys().cloned());
+        self.dirty.mark(all);
+        Ok(())
+    }
+
+    /// Brings one policy's stored status to what it should be, writing only on change.
+    async fn write(&mut self, policy: &PolicyRef) -> Result<(), kube::Error> {
+        let Some(facts) = self.facts(policy) else {
+            return self.forget(policy).await;
+        };
+        let desired = desired_conditions(policy, &facts);
+        let is_network_policy = policy.kind == PolicyKind::NetworkPolicy;
+        let counts = is_network_policy.then(|| {
+            (clamp(facts.selected_pods), clamp(facts.nodes_realized), clamp(facts.nodes_desired))
+        });
+        let first_errors: Vec<(String, String)> = facts.failures.iter().map(|e| (e.node.clone(), e.message.clone())).collect();
+        let mut summary = Summary {
+            conditions: desired.iter().map(ConditionState::of).collect(),
+            counts,
+            first_errors: if is_network_policy { first_errors } else { Vec::new() },
+            owner_uid: is_network_policy.then(|| facts.uid.clone()),
+        };
+        summary.conditions.sort();
+        let previous = self.written.get(policy).cloned().unwrap_or_default();
+        if previous.summary == summary {
+            return Ok(());
+        }
+        // Keep the transition time of every condition whose status did not flip.
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let conditions: Vec<Condition> = desired
+            .into_iter()
+            .map(|mut condition| {
+                condition.last_transition_time = previous
+                    .conditions
+                    .iter()
+                    .find(|old| old.type_ == condition.type_ && old.status == condition.status)
+                    .map(|old| old.last_transition_time.clone())
+                    .unwrap_or_else(|| now.clone());
+                condition
+            })
+            .collect();
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        match policy.kind {
+            PolicyKind::ClusterNetworkPolicy => {
+                let body = json!({
+                    "apiVersion": "policy.networking.k8s.io/v1alpha2",
+                    "kind": "ClusterNetworkPolicy",
+                    "metadata": { "name": policy.name },
+                    "status": { "conditions": conditions },
+                });
+                let api = Api::<ClusterNetworkPolicy>::all(self.client.clone());
+                match api.patch_status(&policy.name, &apply, &Patch::Apply(&body)).await {
+                    Ok(_) => {}
+                    // Deleted meanwhile: its removal event will come through the index.
+                    Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+                    Err(error) => return Err(error),
+                }
+                self.metrics.status_writes.inc();
+            }
+            PolicyKind::NetworkPolicy => {
+                let namespace = policy.namespace.clone().unwrap_or_default();
+                let api = Api::<PolicyStatus>::namespaced(self.client.clone(), &namespace);
+                if previous.summary.owner_uid.as_deref() != Some(facts.uid.as_str()) {
+                    let object = json!({
+                        "apiVersion": "palisade.dev/v1alpha1",
+                        "kind": "PolicyStatus",
+                        "metadata": {
+                            "name": policy.name,
+                            "namespace": namespace,
+                            "ownerReferences": [{
+                                "apiVersion": "networking.k8s.io/v1",
+                                "kind": "NetworkPolicy",
+                                "name": policy.name,
+                                "uid": facts.uid,
+                                "controller": true,
+                                "blockOwnerDeletion": false,
+                            }],
+                        },
+                        "spec": { "policyName": policy.name, "policyUID": facts.uid },
+                    });
+                    api.patch(&policy.name, &apply, &Patch::Apply(&object)).await?;
+                    self.metrics.status_writes.inc();
+                }
+                let (selected_pods, nodes_realized, nodes_desired) = counts.unwrap_or_default();
+                let status = PolicyEnforcementStatus {
+                    observed_generation: Some(facts.generation),
+                    selected_pods,
+                    nodes_realized,
+                    nodes_desired,
+                    conditions: conditions.clone(),
+                    first_errors: facts.failures.clone(),
+                };
+                let body = json!({
+                    "apiVersion": "palisade.dev/v1alpha1",
+                    "kind": "PolicyStatus",
+                    "metadata": { "name": policy.name, "namespace": namespace },
+                    "status": status,
+                });
+                api.patch_status(&policy.name, &apply, &Patch::Apply(&body)).await?;
+                self.metrics.status_writes.inc();
+                self.announce(policy, &facts, &previous.conditions, &conditions).await;
+            }
+        }
+        self.written.insert(policy.clone(), Written { summary, conditions });
+        Ok(())
+    }
+
+    /// The policy is gone: drop its PolicyStatus (there may be no garbage collector, and a
+    /// status for a policy that does not exist misleads).
+    async fn forget(&mut self, policy: &PolicyRef) -> Result<(), kube::Error> {
+        let previous = self.written.remove(policy);
+        if policy.kind != PolicyKind::NetworkPolicy || previous.is_none() {
+            return Ok(());
+        }
+        let namespace = policy.namespace.clone().unwrap_or_default();
+        let api = Api::<PolicyStatus>::namespaced(self.client.clone(), &namespace);
+        match api.delete(&policy.name, &DeleteParams::default()).await {
+            Ok(_) => {
+                self.metrics.status_writes.inc();
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => {
+                self.written.insert(policy.clone(), previous.unwrap_or_default());
+                Err(error)
+            }
+        }
+    }
+
+    fn facts(&self, policy: &PolicyRef) -> Option<Facts> {
+        let index = self.index.lock();
+        let record = index.policy(policy)?.clone();
+        let errors: Vec<String> =
+            index.engine().errors_of(policy).iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let warnings: Vec<String> = index
+            .engine()
+            .warnings()
+            .into_iter()
+            .filter(|w| &w.policy == policy)
+            .map(|w| format!("{}: {}", w.field, w.message))
+            .collect();
+        drop(index);
+        let span = self.distribution.lock().span(policy).cloned().unwrap_or_default();
+        let (nodes_realized, failures) = self.realization.with(|table| {
+            let mut realized = 0;
+            let mut failures = Vec::new();
+            for node in span.desired_nodes() {
+                let Some(entry) = table.get(node) else { continue };
+                if entry.realized.get(policy) == Some(&record.revision) {
+                    realized += 1;
+                } else if let Some((_, error)) = &entry.failure
+                    && failures.len() < FIRST_ERRORS_LIMIT
+                {
+                    failures.push(NodeError { node: node.clone(), message: error.clone() });
+                }
+            }
+            (realized, failures)
+        });
+        Some(Facts {
+            uid: record.revision.uid.clone(),
+            generation: record.revision.generation,
+            conversion_error: record.conversion_error.clone(),
+            errors,
+            warnings,
+            selected_pods: span.selected_pods(),
+            nodes_desired: span.pods_per_node.len(),
+            nodes_realized,
+            failures,
+        })
+    }
+
+    /// Events on a NetworkPolicy when it becomes invalid or realized, at most one per policy and
+    /// reason a minute.
+    async fn announce(&mut self, policy: &PolicyRef, facts: &Facts, before: &[Condition], after: &[Condition]) {
+        let status_of = |conditions: &[Condition], type_: &str| {
+            conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+        };
+        let mut events = Vec::new();
+        if status_of(after, conditions::ACCEPTED).as_deref() == Some(conditions::STATUS_FALSE)
+            && status_of(before, conditions::ACCEPTED).as_deref() != Some(conditions::STATUS_FALSE)
+        {
+            let message = after.iter().find(|c| c.type_ == conditions::ACCEPTED).map(|c| c.message.clone());
+            events.push((reasons::INVALID, EventType::Warning, message));
+        }
+        if status_of(after, conditions::REALIZED).as_deref() == Some(conditions::STATUS_TRUE)
+            && status_of(before, conditions::REALIZED).as_deref() != Some(conditions::STATUS_TRUE)
+        {
+            let message = after.iter().find(|c| c.type_ == conditions::REALIZED).map(|c| c.message.clone());
+            events.push((reasons::REALIZED, EventType::Normal, message));
+        }
+        for (reason, type_, note) in events {
+            let key = (policy.clone(), reason);
+            if self.events_sent.get(&key).is_some_and(|at| at.elapsed() < EVENT_INTERVAL) {
+                continue;
+            }
+            self.events_sent.insert(key, Instant::now());
+            let reference = ObjectReference {
+                api_version: Some("networking.k8s.io/v1".into()),
+                kind: Some("NetworkPolicy".into()),
+                name: Some(policy.name.clone()),
+                namespace: policy.namespace.clone(),
+                uid: Some(facts.uid.clone()),
+                ..ObjectReference::default()
+            };
+            let event = Event { type_, reason: reason.into(), note, action: "Enforce".into(), secondary: None };
+            if let Err(error) = self.recorder.publish(&event, &reference).await {
+                tracing::debug!(%policy, %error, "could not record an event");
+            }
+        }
+    }
+}
+
+/// Accepted, Realized and (PolicyStatus only) Ready, with placeholder transition times.
+fn desired_conditions(policy: &PolicyRef, facts: &Facts) -> Vec<Condition> {
+    let generation = Some(facts.generation);
+    let placeholder = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        conditions::condition(type_, status, reason, truncate(message), generation, placeholder.clone())
+    };
+    let accepted = if let Some(error) = &facts.conversion_error {
+        condition(conditions::ACCEPTED, false, reasons::UNSUPPORTED, error.clone())
+    } else if !facts.errors.is_empty() {
+        condition(conditions::ACCEPTED, false, reasons::INVALID, facts.errors.join("; "))
+    } else if !facts.warnings.is_empty() {
+        condition(conditions::ACCEPTED, true, reasons::PARTIALLY_SUPPORTED, facts.warnings.join("; "))
+    } else {
+        condition(conditions::ACCEPTED, true, reasons::ACCEPTED, "the policy is valid and compiled".into())
+    };
+    let accepted_ok = accepted.status == conditions::STATUS_TRUE;
+    let (m, n) = (facts.nodes_desired, facts.nodes_realized);
+    let realized = if !accepted_ok {
+        condition(conditions::REALIZED, false, reasons::INVALID, "not enforced: the policy is not accepted".into())
+    } else if m == 0 {
+        condition(conditions::REALIZED, true, reasons::NO_SELECTED_PODS, "no scheduled pod is selected; nothing to enforce".into())
+    } else if n == m {
+        condition(conditions::REALIZED, true, reasons::REALIZED, format!("realized on {n} of {m} nodes"))
+    } else if !facts.failures.is_empty() {
+        let nodes: Vec<&str> = facts.failures.iter().map(|f| f.node.as_str()).collect();
+        condition(conditions::REALIZED, false, reasons::FAILED, format!("realized on {n} of {m} nodes; failed on {}", nodes.join(", ")))
+    } else {
+        condition(conditions::REALIZED, false, reasons::PENDING, format!("realized on {n} of {m} nodes"))
+    };
+    let mut all = vec![accepted, realized];
+    if policy.kind == PolicyKind::NetworkPolicy {
+        let ready = all.iter().all(|c| c.status == conditions::STATUS_TRUE);
+        // Ready repeats the reason of the first condition that is not True.
+        let (reason, message) = if ready {
+            (reasons::REALIZED.to_owned(), "accepted and realized".to_owned())
+        } else if !accepted_ok {
+            (all[0].reason.clone(), "the policy is not accepted".to_owned())
+        } else {
+            (all[1].reason.clone(), all[1].message.clone())
+        };
+        all.push(condition(conditions::READY, ready, &reason, message));
+    }
+    all
+}
+
+fn summarize_stored(stored: &[Condition], status: Option<&PolicyEnforcementStatus>) -> Summary {
+    let mut conditions: Vec<ConditionState> = stored.iter().map(ConditionState::of).collect();
+    conditions.sort();
+    Summary {
+        conditions,
+        counts: status.map(|s| (s.selected_pods, s.nodes_realized, s.nodes_desired)),
+        first_errors: status
+            .map(|s| s.first_errors.iter().map(|e| (e.node.clone(), e.message.clone())).collect())
+            .unwrap_or_default(),
+        owner_uid: None,
+    }
+}
+
+fn clamp(count: usize) -> i32 {
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
+fn truncate(mut message: String) -> String {
+    if message.len() > MESSAGE_LIMIT {
+        let mut cut = MESSAGE_LIMIT;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(" …");
+    }
+    message
+}
