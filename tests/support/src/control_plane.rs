@@ -224,10 +224,10 @@ impl ControlPlane {
                 return Err(self.apiserver.exited_early_error(status));
             }
             let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| Error::Invalid(e.to_string()))?;
-            if let Ok(body) = client.request_text(request).await {
-                if body.trim() == "ok" {
-                    return Ok(());
-                }
+            if let Ok(body) = client.request_text(request).await
+                && body.trim() == "ok"
+            {
+                return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
                 return Err(Error::NotReady {

@@ -35,11 +35,11 @@ fn process_name(pid: u32) -> Option<String> {
 
 /// SIGKILLs process group `pgid` (whose leader is `pgid`).
 pub(crate) fn kill_group(pgid: u32) {
-    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
-        if pgid > 1 {
-            // SAFETY: negative pid addresses the process group; pgid > 1 so never "all processes".
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
+    if let Ok(pgid) = libc::pid_t::try_from(pgid)
+        && pgid > 1
+    {
+        // SAFETY: negative pid addresses the process group; pgid > 1 so never "all processes".
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
 }
 
@@ -104,10 +104,10 @@ pub(crate) fn reap_dead_owners() {
             let mut words = line.splitn(3, ' ');
             match (words.next(), words.next(), words.next()) {
                 (Some("pgid"), Some(pid), Some(comm)) => {
-                    if let Ok(pid) = pid.parse::<u32>() {
-                        if process_name(pid).as_deref() == Some(comm) {
-                            kill_group(pid);
-                        }
+                    if let Ok(pid) = pid.parse::<u32>()
+                        && process_name(pid).as_deref() == Some(comm)
+                    {
+                        kill_group(pid);
                     }
                 }
                 (Some("dir"), Some(first), rest) => {

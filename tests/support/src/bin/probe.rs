@@ -38,7 +38,9 @@ fn usage() -> String {
 }
 
 /// `(protocol, port)` pairs and the remaining `--flag value` pairs.
-fn parse(args: &[String]) -> Result<(Vec<(Protocol, u16)>, Vec<(String, String)>), String> {
+type ParsedArgs = (Vec<(Protocol, u16)>, Vec<(String, String)>);
+
+fn parse(args: &[String]) -> Result<ParsedArgs, String> {
     let mut ports = Vec::new();
     let mut other = Vec::new();
     let mut rest = args.iter();
