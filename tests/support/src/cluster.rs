@@ -14,6 +14,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
+use crate::control_plane::ControlPlane;
 use crate::error::{Error, Result, io_at};
 use crate::matrix::{Reachability, ReachabilityCell};
 use crate::netns::{self, delete_namespaces, ip_batch, require_root, sweep_dead_namespaces, sysctl};
@@ -246,6 +247,7 @@ pub struct NetCluster {
     pods: Vec<Pod>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     servers: Vec<ManagedProcess>,
+    relay: Option<ApiserverRelay>,
     created_netns: Vec<String>,
     dir: tempfile::TempDir,
 }
@@ -269,6 +271,7 @@ impl NetCluster {
             pods: Vec::new(),
             namespace_labels: spec.namespace_labels.clone(),
             servers: Vec::new(),
+            relay: None,
             created_netns: Vec::new(),
             dir,
         };
@@ -662,14 +665,89 @@ impl NetCluster {
         Ok(())
     }
 
+    /// Makes the apiserver reachable from inside the cluster, as the `kubernetes` Service is: every
+    /// node gets [`crate::APISERVER_SERVICE_IP`] on its loopback and a TCP relay there (port 443) to the
+    /// control plane's loopback address, so agents run with `ip netns exec <node>` (and pods, via
+    /// their node) can talk to it. The serving certificate already names that IP. Returns the URL to
+    /// put in their kubeconfig (see [`ControlPlane::kubeconfig_for`]). The relay runs on its own
+    /// thread and stops when the cluster is dropped.
+    pub fn expose_apiserver(&mut self, plane: &ControlPlane) -> Result<String> {
+        let target: SocketAddr = plane
+            .apiserver_url()
+            .trim_start_matches("https://")
+            .parse()
+            .map_err(|e| Error::Invalid(format!("apiserver url {}: {e}", plane.apiserver_url())))?;
+        let vip = crate::APISERVER_SERVICE_IP;
+        let mut listeners = Vec::new();
+        for node in &self.nodes {
+            ip_batch(Some(&node.netns), &[format!("addr add {vip}/32 dev lo")])?;
+            let listener = netns::in_netns(&node.netns, move || {
+                let listener = std::net::TcpListener::bind((vip, 443))?;
+                listener.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(listener)
+            })?
+            .map_err(|source| Error::Netns { namespace: node.netns.clone(), source })?;
+            listeners.push(listener);
+        }
+        self.relay = Some(ApiserverRelay::start(listeners, target)?);
+        Ok(format!("https://{vip}:443"))
+    }
+
     /// Probe server logs and other per-cluster files.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
 }
 
+/// TCP relays from listeners inside node namespaces to the apiserver, on a dedicated thread and
+/// runtime (a test's runtime may end before the cluster does).
+struct ApiserverRelay {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiserverRelay {
+    fn start(listeners: Vec<std::net::TcpListener>, target: SocketAddr) -> Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_at("tokio runtime"))?;
+        let thread = std::thread::Builder::new()
+            .name("palisade-apiserver-relay".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    for listener in listeners {
+                        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { continue };
+                        tokio::spawn(async move {
+                            while let Ok((mut inbound, _)) = listener.accept().await {
+                                tokio::spawn(async move {
+                                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                                    }
+                                });
+                            }
+                        });
+                    }
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(io_at("relay thread"))?;
+        Ok(ApiserverRelay { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for ApiserverRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for NetCluster {
     fn drop(&mut self) {
+        self.relay = None;
         self.servers.clear();
         // Pods first, then nodes (their veths go with them), then the fabric.
         let mut names = self.created_netns.clone();

@@ -22,6 +22,10 @@ use crate::process::{ManagedProcess, StateFile, log_tail, reap_dead_owners};
 /// a ClusterIP can never name a real host; the netns cluster uses the same /24 for its DNAT VIPs.
 pub const SERVICE_CIDR: &str = "198.19.255.0/24";
 
+/// The first address of [`SERVICE_CIDR`], as the `kubernetes` Service would have it: always a SAN of
+/// the serving certificate, and where [`crate::NetCluster::expose_apiserver`] relays from.
+pub const APISERVER_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
+
 /// How long the apiserver gets to answer /readyz. A cold start on 2 cores takes a few seconds.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -141,7 +145,7 @@ impl ControlPlane {
 
         let mut serving_ips = vec![options.bind_address];
         serving_ips.extend(options.extra_serving_ips.iter().copied());
-        serving_ips.push(first_service_ip());
+        serving_ips.push(IpAddr::V4(APISERVER_SERVICE_IP));
         let pki = Pki::generate(&serving_ips)?;
         for (name, content) in [
             ("ca.crt", &pki.ca_pem),
@@ -269,6 +273,15 @@ impl ControlPlane {
     /// A kubeconfig that authenticates with `token` (e.g. from [`ControlPlane::service_account_token`]).
     pub fn kubeconfig_for_token(&self, token: &str) -> String {
         kubeconfig_with_user(&self.url, &self.pki.ca_pem, &format!("token: {token}"))
+    }
+
+    /// A kubeconfig for `server` (e.g. the URL from [`crate::NetCluster::expose_apiserver`]), with
+    /// `token` if given, else the admin client certificate.
+    pub fn kubeconfig_for(&self, server: &str, token: Option<&str>) -> String {
+        match token {
+            Some(token) => kubeconfig_with_user(server, &self.pki.ca_pem, &format!("token: {token}")),
+            None => kubeconfig(server, &self.pki.ca_pem, &self.pki.admin, "palisade-admin"),
+        }
     }
 
     /// Temp dir with logs (`etcd.log`, `apiserver.log`), certs and kubeconfig.
@@ -415,10 +428,6 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     let seq = NAME_SEQ.fetch_add(1, Ordering::Relaxed);
     let prefix: String = prefix.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(50).collect();
     format!("{}-{seq}", prefix.trim_end_matches('-'))
-}
-
-fn first_service_ip() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(198, 19, 255, 1))
 }
 
 fn free_port(address: IpAddr) -> Result<u16> {

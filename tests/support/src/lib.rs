@@ -8,7 +8,9 @@
 //! * [`NetCluster`]: nodes and pods as network namespaces, wired like Calico (veth per pod, /32 and
 //!   /128 routes, proxy ARP, link-local gateways), every pod running `palisade-probe` servers, with a
 //!   concurrent connectivity [`Reachability`] matrix and an optional kube-proxy-like ClusterIP DNAT.
-//!   [`NetCluster::register`] mirrors it into an apiserver as Node and Pod objects.
+//!   [`NetCluster::register`] mirrors it into an apiserver as Node and Pod objects, and
+//!   [`NetCluster::expose_apiserver`] makes the apiserver reachable from inside node and pod
+//!   namespaces at [`APISERVER_SERVICE_IP`], for agents run with `ip netns exec`.
 //!
 //! ```no_run
 //! # async fn demo() -> palisade_testkit::Result<()> {
@@ -68,7 +70,7 @@ pub use cluster::{
     ClusterSpec, Family, NetCluster, Node, NodeSpec, POD_GATEWAY_V4, POD_GATEWAY_V6, Pod, PodSpec, Port,
     mark_pod_running, probe_binary,
 };
-pub use control_plane::{ControlPlane, ControlPlaneOptions, SERVICE_CIDR, assets_dir};
+pub use control_plane::{APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions, SERVICE_CIDR, assets_dir};
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
 pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};

@@ -190,3 +190,32 @@ async fn namespaces_are_removed_on_drop_and_leftovers_of_dead_runs_are_swept() {
         assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists(), "{name} survived drop");
     }
 }
+
+/// Agents run inside node namespaces, where the root namespace's loopback is out of reach: the
+/// relay makes the apiserver answer at the `kubernetes` Service address from nodes and pods.
+#[tokio::test]
+async fn apiserver_is_reachable_from_node_and_pod_namespaces() {
+    let plane = ControlPlane::shared().await.expect("control plane");
+    let mut cluster = build(ClusterSpec::new().node("n1").pod("x", "a", "n1", &[Port::tcp(80)]));
+    let url = cluster.expose_apiserver(plane).expect("relay");
+    assert_eq!(url, "https://198.19.255.1:443");
+    let kubeconfig = plane.kubeconfig_for(&url, None);
+    assert!(kubeconfig.contains("server: https://198.19.255.1:443"));
+
+    for netns in [cluster.node("n1").expect("n1").netns.clone(), cluster.pod("x/a").expect("x/a").netns.clone()] {
+        // Plain HTTP to the TLS port: only a Go TLS server answers with this exact complaint.
+        let answer = palisade_testkit::netns::in_netns_async(&netns, || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect_timeout(&"198.19.255.1:443".parse().expect("addr"), Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"GET /version HTTP/1.0\r\n\r\n")?;
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            Ok::<_, std::io::Error>(reply)
+        })
+        .await
+        .expect("thread in netns")
+        .expect("connect through the relay");
+        assert!(answer.contains("HTTP request to an HTTPS server"), "{netns}: {answer}");
+    }
+}
