@@ -5,6 +5,7 @@
 //!   [`Command`] variant calling into `palisade-agent`, following the same shape: flags with
 //!   environment fallbacks here, the work in the library.
 
+mod agent;
 mod operator;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the operator: watch the cluster, stream node plans to agents, write policy status.
     Operator(operator::OperatorArgs),
+    /// Run the node agent, or remove what it installed.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).init();
     match cli.command {
         Command::Operator(args) => operator::run(args).await,
+        Command::Agent(command) => agent::run(command).await,
     }
 }
 

@@ -1,0 +1,368 @@
+//! The operator against a real API server: plans reach agents, realization reaches status,
+//! only the right agent may subscribe, invalid policies are reported while valid ones keep
+//! flowing, and only the Lease leader writes status.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use palisade_crds::conditions::{self, reasons};
+use palisade_crds::{ClusterNetworkPolicy, PolicyStatus};
+use palisade_engine::model::{PolicyKind, PolicyRef};
+use palisade_engine::plan::NodePlan;
+use palisade_protocol::OperatorMessage;
+use serde_json::json;
+
+fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn has_policy(plan: &NodePlan, kind: PolicyKind, name: &str) -> bool {
+    plan.rule_sets.values().any(|set| set.policy.kind == kind && set.policy.name == name)
+}
+
+fn policy_generation(plan: &NodePlan, kind: PolicyKind, name: &str) -> Option<i64> {
+    plan.rule_sets.values().find(|set| set.policy.kind == kind && set.policy.name == name).map(|set| set.revision.generation)
+}
+
+async fn create_network_policy(harness: &Harness, namespace: &str, body: serde_json::Value) -> NetworkPolicy {
+    let policy: NetworkPolicy = serde_json::from_value(body).expect("network policy");
+    Api::<NetworkPolicy>::namespaced(harness.client.clone(), namespace)
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create network policy")
+}
+
+async fn create_cluster_policy(harness: &Harness, body: serde_json::Value) -> ClusterNetworkPolicy {
+    let policy: ClusterNetworkPolicy = serde_json::from_value(body).expect("cluster network policy");
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create cluster network policy")
+}
+
+async fn cnp_condition(harness: &Harness, name: &str, type_: &str) -> Option<Condition> {
+    let policy = Api::<ClusterNetworkPolicy>::all(harness.client.clone()).get(name).await.ok()?;
+    condition(&policy.status?.conditions, type_).cloned()
+}
+
+async fn policy_status(harness: &Harness, namespace: &str, name: &str) -> Option<PolicyStatus> {
+    Api::<PolicyStatus>::namespaced(harness.client.clone(), namespace).get_opt(name).await.ok().flatten()
+}
+
+/// A namespace with web pods on both nodes and a client pod on n1, plus the agent pods.
+struct Scene {
+    app: String,
+    n1: String,
+    n2: String,
+    agent_n1: k8s_openapi::api::core::v1::Pod,
+    agent_n2: k8s_openapi::api::core::v1::Pod,
+}
+
+async fn scene(harness: &Harness) -> Scene {
+    let (n1, n2) = ("n1".to_owned(), "n2".to_owned());
+    harness.create_node(&n1, "192.0.2.11").await;
+    harness.create_node(&n2, "192.0.2.12").await;
+    let app = harness.plane.unique_namespace("app").await.expect("namespace");
+    harness.create_pod(&app, "web-1", &n1, &[("app", "web")], "10.1.0.1", None).await;
+    harness.create_pod(&app, "web-2", &n2, &[("app", "web")], "10.1.0.2", None).await;
+    harness.create_pod(&app, "client", &n1, &[("app", "client")], "10.1.0.3", None).await;
+    let system = harness.system_namespace.clone();
+    harness.service_account(&system, AGENT_SA).await;
+    let agent_n1 = harness.create_pod(&system, "agent-n1", &n1, &[("app", "agent")], "10.9.0.1", Some(AGENT_SA)).await;
+    let agent_n2 = harness.create_pod(&system, "agent-n2", &n2, &[("app", "agent")], "10.9.0.2", Some(AGENT_SA)).await;
+    Scene { app, n1, n2, agent_n1, agent_n2 }
+}
+
+fn allow_client(namespace: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "allow-client", "namespace": namespace },
+        "spec": {
+            "podSelector": { "matchLabels": { "app": "web" } },
+            "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "app": "client" } } }], "ports": [{ "port": 80 }] }],
+        },
+    })
+}
+
+fn deny_evil(namespace: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": { "name": format!("deny-evil-{namespace}") },
+        "spec": {
+            "tier": "Admin", "priority": 10,
+            "subject": { "pods": {
+                "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": namespace } },
+                "podSelector": { "matchLabels": { "app": "web" } },
+            } },
+            "ingress": [{ "name": "no-evil", "action": "Deny", "from": [{ "namespaces": { "matchLabels": { "team": "evil" } } }] }],
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_reach_agents_and_realization_reaches_status() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let operator = harness.start_operator("operator-0").await;
+
+    let np = create_network_policy(&harness, &scene.app, allow_client(&scene.app)).await;
+    let cnp = create_cluster_policy(&harness, deny_evil(&scene.app)).await;
+    let cnp_name = cnp.metadata.name.clone().expect("name");
+    let cnp_name = cnp_name.as_str();
+
+    // The agent of n1 gets a snapshot first, then whatever changed, as deltas.
+    let token_n1 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+    let mut agent1 = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("n1 agent accepted");
+    let first = agent1.next_message().await;
+    assert!(matches!(first, OperatorMessage::Snapshot { version: 1, .. }), "the first message is a snapshot: {first:?}");
+    agent1
+        .until("carry both policies", |plan| {
+            has_policy(plan, PolicyKind::NetworkPolicy, "allow-client") && has_policy(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name)
+        })
+        .await;
+    let plan = agent1.plan.clone().expect("plan");
+    assert_eq!(plan.node, scene.n1);
+    let local: Vec<String> = plan.pods.keys().map(ToString::to_string).collect();
+    assert!(local.contains(&format!("{}/web-1", scene.app)) && local.contains(&format!("{}/client", scene.app)), "{local:?}");
+    assert!(!local.contains(&format!("{}/web-2", scene.app)), "pods of n2 are not in n1's plan: {local:?}");
+    agent1.report_realized().await;
+
+    // n1 alone realizes 1 of the 2 nodes that host selected pods.
+    eventually("the CNP to be realized on 1 of 2 nodes", || async move {
+        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| c.message == "realized on 1 of 2 nodes" && c.status == "False")
+    })
+    .await;
+
+    let token_n2 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n2)).await;
+    let mut agent2 = harness.connect(&operator, &scene.n2, Some(&token_n2), true).await.expect("n2 agent accepted");
+    agent2.next_message().await;
+    agent2.until("carry the CNP", |plan| has_policy(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name)).await;
+    agent2.report_realized().await;
+
+    eventually("the CNP to be realized on 2 of 2 nodes at generation 1", || async move {
+        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| {
+            c.status == "True" && c.message == "realized on 2 of 2 nodes" && c.observed_generation == Some(1)
+        })
+    })
+    .await;
+    let accepted = cnp_condition(&harness, &cnp_name, conditions::ACCEPTED).await.expect("Accepted condition");
+    assert_eq!((accepted.status.as_str(), accepted.reason.as_str()), ("True", reasons::ACCEPTED));
+
+    eventually("the NetworkPolicy's PolicyStatus to show 2 of 2 nodes", || async move {
+        policy_status(&harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
+            s.nodes_realized == 2 && s.nodes_desired == 2 && s.selected_pods == 2 && s.observed_generation == Some(1)
+                && condition(&s.conditions, conditions::READY).is_some_and(|c| c.status == "True")
+        })
+    })
+    .await;
+    let stored = policy_status(&harness, &scene.app, "allow-client").await.expect("PolicyStatus");
+    let owner = &stored.metadata.owner_references.as_ref().expect("owner references")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("NetworkPolicy", "allow-client", Some(true)));
+    assert_eq!(Some(&owner.uid), np.metadata.uid.as_ref());
+    assert_eq!(stored.spec.policy_uid, np.metadata.uid.clone().expect("uid"));
+
+    // A policy change arrives as a delta; the status follows the new generation once both
+    // agents report it.
+    let change = json!({ "spec": { "priority": 20 } });
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .patch(&cnp_name, &PatchParams::default(), &Patch::Merge(change))
+        .await
+        .expect("patch CNP");
+    let message = agent1.next_message().await;
+    assert!(matches!(message, OperatorMessage::Delta { .. }), "a change comes as a delta: {message:?}");
+    agent1.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name) == Some(2)).await;
+    agent1.report_realized().await;
+    eventually("the CNP to be pending at generation 2", || async move {
+        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| c.observed_generation == Some(2) && c.status == "False")
+    })
+    .await;
+    agent2.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name) == Some(2)).await;
+    agent2.report_realized().await;
+    eventually("the CNP to be realized at generation 2", || async move {
+        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| {
+            c.status == "True" && c.observed_generation == Some(2) && c.message == "realized on 2 of 2 nodes"
+        })
+    })
+    .await;
+
+    // A failed apply shows in firstErrors. Changing the NetworkPolicy makes it pending on n1.
+    let change = json!({ "spec": { "ingress": [{ "from": [{ "podSelector": { "matchLabels": { "app": "client" } } }], "ports": [{ "port": 8080 }] }] } });
+    Api::<NetworkPolicy>::namespaced(harness.client.clone(), &scene.app)
+        .patch("allow-client", &PatchParams::default(), &Patch::Merge(change))
+        .await
+        .expect("patch NP");
+    agent1.until("carry NP generation 2", |plan| policy_generation(plan, PolicyKind::NetworkPolicy, "allow-client") == Some(2)).await;
+    agent1.report_failed("iptables-restore: line 3 failed").await;
+    eventually("the failure to show in the PolicyStatus", || async move {
+        policy_status(&harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
+            s.first_errors.iter().any(|e| e.node == scene.n1 && e.message.contains("iptables-restore"))
+                && condition(&s.conditions, conditions::REALIZED).is_some_and(|c| c.reason == reasons::FAILED)
+        })
+    })
+    .await;
+
+    // A deleted NetworkPolicy loses its PolicyStatus (there is no garbage collector here).
+    Api::<NetworkPolicy>::namespaced(harness.client.clone(), &scene.app)
+        .delete("allow-client", &DeleteParams::default())
+        .await
+        .expect("delete NP");
+    eventually("the PolicyStatus to be deleted", || async move { policy_status(&harness, &scene.app, "allow-client").await.is_none() }).await;
+    agent1.until("drop the deleted policy", |plan| !has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
+
+    assert!(operator_metric(&operator, "palisade_operator_plan_sends_total").await >= 4.0);
+    assert_eq!(operator_metric(&operator, "palisade_operator_connected_agents").await, 2.0);
+    agent1.close().await;
+    agent2.close().await;
+    operator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_agent_of_the_node_may_subscribe() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let operator = harness.start_operator("operator-0").await;
+    let system = harness.system_namespace.clone();
+
+    // The node-name extra: a token bound to the agent pod on n1 opens n1 ...
+    let token_n1 = harness.token(&system, AGENT_SA, Some(&scene.agent_n1)).await;
+    let agent = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("n1's agent may read n1");
+    agent.close().await;
+    // ... but not n2.
+    assert_eq!(harness.connect(&operator, &scene.n2, Some(&token_n1), true).await.err(), Some(403));
+    // A token of n2's agent for n1 is refused too.
+    let token_n2 = harness.token(&system, AGENT_SA, Some(&scene.agent_n2)).await;
+    assert_eq!(harness.connect(&operator, &scene.n1, Some(&token_n2), true).await.err(), Some(403));
+    // Another ServiceAccount, even bound to a pod on n1, is refused.
+    let intruder_pod = harness.create_pod(&system, "intruder", &scene.n1, &[], "10.9.0.9", Some("intruder")).await;
+    let intruder = harness.token(&system, "intruder", Some(&intruder_pod)).await;
+    assert_eq!(harness.connect(&operator, &scene.n1, Some(&intruder), true).await.err(), Some(403));
+    // The agent's ServiceAccount with an unbound token names no node.
+    let unbound = harness.token(&system, AGENT_SA, None).await;
+    assert_eq!(harness.connect(&operator, &scene.n1, Some(&unbound), true).await.err(), Some(403));
+    // No token, or a token the API server does not know: 401.
+    assert_eq!(harness.connect(&operator, &scene.n1, None, true).await.err(), Some(401));
+    assert_eq!(harness.connect(&operator, &scene.n1, Some("not-a-token"), true).await.err(), Some(401));
+    // Without the subprotocol there is no agreement on the messages.
+    assert_eq!(harness.connect(&operator, &scene.n1, Some(&token_n1), false).await.err(), Some(400));
+
+    assert!(operator_metric(&operator, "palisade_operator_refused_subscriptions_total").await >= 7.0);
+    operator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let operator = harness.start_operator("operator-0").await;
+    let token_n1 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+    let mut agent = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("accepted");
+    agent.next_message().await;
+
+    create_network_policy(&harness, &scene.app, json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "bad-except", "namespace": scene.app },
+        "spec": {
+            "podSelector": { "matchLabels": { "app": "client" } },
+            "egress": [{ "to": [{ "ipBlock": { "cidr": "10.0.0.0/16", "except": ["192.168.0.0/24"] } }] }],
+        },
+    }))
+    .await;
+    create_network_policy(&harness, &scene.app, allow_client(&scene.app)).await;
+
+    agent.until("carry the valid policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
+    assert!(!has_policy(agent.plan.as_ref().expect("plan"), PolicyKind::NetworkPolicy, "bad-except"), "the invalid policy is quarantined");
+    agent.report_realized().await;
+
+    eventually("the invalid policy's error in its PolicyStatus", || async move {
+        policy_status(&harness, &scene.app, "bad-except").await.and_then(|s| s.status).is_some_and(|s| {
+            condition(&s.conditions, conditions::ACCEPTED).is_some_and(|c| {
+                c.status == "False" && c.reason == reasons::INVALID && c.message.contains("except")
+            }) && condition(&s.conditions, conditions::READY).is_some_and(|c| c.status == "False")
+        })
+    })
+    .await;
+    eventually("the valid policy realized on n1 (1 of 2 nodes)", || async move {
+        policy_status(&harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
+            s.nodes_realized == 1 && s.nodes_desired == 2
+                && condition(&s.conditions, conditions::ACCEPTED).is_some_and(|c| c.status == "True")
+        })
+    })
+    .await;
+
+    // Fixing the invalid policy brings it into the plan.
+    let fix = json!({ "spec": { "egress": [{ "to": [{ "ipBlock": { "cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"] } }] }] } });
+    Api::<NetworkPolicy>::namespaced(harness.client.clone(), &scene.app)
+        .patch("bad-except", &PatchParams::default(), &Patch::Merge(fix))
+        .await
+        .expect("fix");
+    agent.until("carry the fixed policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "bad-except")).await;
+    let reference = PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some(scene.app.clone()), name: "bad-except".into() };
+    assert!(agent.plan.as_ref().expect("plan").rule_sets.values().any(|set| set.policy == reference && set.revision.generation == 2));
+    agent.close().await;
+    operator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let first = harness.start_operator("operator-a").await;
+    let second = harness.start_operator("operator-b").await;
+
+    let (a, b) = (&first, &second);
+    eventually("one replica to lead", || async move {
+        operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await == 1.0
+    })
+    .await;
+    let (leader, follower) = if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) };
+
+    let cnp = create_cluster_policy(&harness, deny_evil(&scene.app)).await;
+    let name = cnp.metadata.name.clone().expect("name");
+    let name = name.as_str();
+    eventually("the leader to write the CNP's status", || async move {
+        cnp_condition(&harness, &name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
+    })
+    .await;
+    let stored = Api::<ClusterNetworkPolicy>::all(harness.client.clone()).get(&name).await.expect("CNP");
+    let managers: Vec<String> = stored
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|entry| entry.subresource.as_deref() == Some("status"))
+        .filter_map(|entry| entry.manager)
+        .collect();
+    assert_eq!(managers, vec![palisade_operator::FIELD_MANAGER.to_owned()], "status has one field manager");
+    assert!(operator_metric(&leader, "palisade_operator_status_writes_total").await >= 1.0);
+    assert_eq!(operator_metric(&follower, "palisade_operator_status_writes_total").await, 0.0, "the follower writes nothing");
+
+    // Both replicas serve streams, whoever leads.
+    let token = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+    let mut agent = harness.connect(&follower, &scene.n1, Some(&token), true).await.expect("the follower serves plans");
+    agent.next_message().await;
+    agent.until("carry the CNP", |plan| has_policy(plan, PolicyKind::ClusterNetworkPolicy, &name)).await;
+    agent.report_realized().await;
+
+    // The leader goes away; the follower takes the Lease and writes the next change.
+    leader.shutdown().await.expect("leader shuts down");
+    let follower_ref = &follower;
+    eventually("the follower to lead", || async move { operator_metric(follower_ref, "palisade_operator_leader").await == 1.0 }).await;
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "priority": 30 } })))
+        .await
+        .expect("patch CNP");
+    eventually("the new leader to write generation 2", || async move {
+        cnp_condition(&harness, &name, conditions::ACCEPTED).await.is_some_and(|c| c.observed_generation == Some(2))
+    })
+    .await;
+    assert!(operator_metric(&follower, "palisade_operator_status_writes_total").await >= 1.0);
+    agent.close().await;
+    follower.shutdown().await.expect("clean shutdown");
+}
