@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use palisade_crds::conditions::{self, reasons};
 use palisade_crds::{ClusterNetworkPolicy, PolicyStatus};
-use palisade_engine::model::{PolicyKind, PolicyRef};
+use palisade_engine::model::PolicyKind;
 use palisade_engine::plan::NodePlan;
 use palisade_protocol::OperatorMessage;
 use serde_json::json;
@@ -264,46 +264,53 @@ async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
     let mut agent = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("accepted");
     agent.next_message().await;
 
-    create_network_policy(&harness, &scene.app, json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": { "name": "bad-except", "namespace": scene.app },
+    // The API server already refuses NetworkPolicies the engine would call invalid (an except
+    // outside its cidr gets a 422), so the invalid policy here is a ClusterNetworkPolicy whose
+    // selector the CRD schema cannot judge: `In` with no values.
+    let bad_name = format!("bad-selector-{}", scene.app);
+    let bad_name = bad_name.as_str();
+    let bad = |values: serde_json::Value| json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": { "name": bad_name },
         "spec": {
-            "podSelector": { "matchLabels": { "app": "client" } },
-            "egress": [{ "to": [{ "ipBlock": { "cidr": "10.0.0.0/16", "except": ["192.168.0.0/24"] } }] }],
+            "tier": "Admin", "priority": 5,
+            "subject": { "pods": {
+                "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": scene.app } },
+                "podSelector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": values }] },
+            } },
+            "ingress": [{ "action": "Deny", "from": [{ "namespaces": { "matchLabels": { "team": "evil" } } }] }],
         },
-    }))
-    .await;
-    create_network_policy(&harness, &scene.app, allow_client(&scene.app)).await;
+    });
+    create_cluster_policy(harness, bad(json!([]))).await;
+    create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
 
     agent.until("carry the valid policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
-    assert!(!has_policy(agent.plan.as_ref().expect("plan"), PolicyKind::NetworkPolicy, "bad-except"), "the invalid policy is quarantined");
     agent.report_realized().await;
-
-    eventually("the invalid policy's error in its PolicyStatus", || async move {
-        policy_status(&harness, &scene.app, "bad-except").await.and_then(|s| s.status).is_some_and(|s| {
-            condition(&s.conditions, conditions::ACCEPTED).is_some_and(|c| {
-                c.status == "False" && c.reason == reasons::INVALID && c.message.contains("except")
-            }) && condition(&s.conditions, conditions::READY).is_some_and(|c| c.status == "False")
-        })
+    eventually("the invalid policy's error in its status", || async move {
+        cnp_condition(harness, bad_name, conditions::ACCEPTED).await.is_some_and(|c| {
+            c.status == "False" && c.reason == reasons::INVALID && c.message.contains("matchExpressions")
+        }) && cnp_condition(harness, bad_name, conditions::REALIZED).await.is_some_and(|c| c.status == "False")
     })
     .await;
+    assert!(!has_policy(agent.plan.as_ref().expect("plan"), PolicyKind::ClusterNetworkPolicy, bad_name), "the invalid policy is quarantined");
     eventually("the valid policy realized on n1 (1 of 2 nodes)", || async move {
-        policy_status(&harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
+        policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
             s.nodes_realized == 1 && s.nodes_desired == 2
                 && condition(&s.conditions, conditions::ACCEPTED).is_some_and(|c| c.status == "True")
         })
     })
     .await;
 
-    // Fixing the invalid policy brings it into the plan.
-    let fix = json!({ "spec": { "egress": [{ "to": [{ "ipBlock": { "cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"] } }] }] } });
-    Api::<NetworkPolicy>::namespaced(harness.client.clone(), &scene.app)
-        .patch("bad-except", &PatchParams::default(), &Patch::Merge(fix))
+    // Fixing the invalid policy brings it into the plan and its status to Accepted.
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .patch(bad_name, &PatchParams::apply("test").force(), &Patch::Apply(bad(json!(["web"]))))
         .await
         .expect("fix");
-    agent.until("carry the fixed policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "bad-except")).await;
-    let reference = PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some(scene.app.clone()), name: "bad-except".into() };
-    assert!(agent.plan.as_ref().expect("plan").rule_sets.values().any(|set| set.policy == reference && set.revision.generation == 2));
+    agent.until("carry the fixed policy", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, bad_name) == Some(2)).await;
+    eventually("the fixed policy to be accepted", || async move {
+        cnp_condition(harness, bad_name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
+    })
+    .await;
     agent.close().await;
     operator.shutdown().await.expect("clean shutdown");
 }
