@@ -44,7 +44,7 @@ pub struct RunArgs {
     node_ips: Vec<IpAddr>,
 
     /// The single packet-mark bit the dataplane may use, e.g. 0x10000.
-    #[arg(long, env = "PALISADE_MARK", default_value_t = format!("{DEFAULT_MARK:#x}"), value_parser = parse_mark)]
+    #[arg(long, env = "PALISADE_MARK", default_value_t = DEFAULT_MARK, value_parser = parse_mark)]
     mark: u32,
 
     /// Program this network namespace (`ip netns exec`) instead of the agent's own.

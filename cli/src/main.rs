@@ -1,9 +1,10 @@
 //! `palisade`: one binary for every Palisade process.
 //!
 //! - `palisade operator`: the operator (index, plan stream, status), see `palisade-operator`.
-//! - `palisade agent run|cleanup`: the node agent, added by the agent crate's owner as another
-//!   [`Command`] variant calling into `palisade-agent`, following the same shape: flags with
-//!   environment fallbacks here, the work in the library.
+//! - `palisade agent run|cleanup`: the node agent (plan stream client, dataplane, health) and the
+//!   removal of everything it installed, see `palisade-agent`.
+//!
+//! Flags have environment fallbacks here; the work is in the libraries.
 
 mod agent;
 mod operator;
