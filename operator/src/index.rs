@@ -375,3 +375,82 @@ async fn watch_kind<K: Watched>(api: Api<K>, index: Arc<SharedIndex>, metrics: M
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "ns" },
+            "spec": { "nodeName": node, "containers": [] },
+            "status": { "podIPs": [{ "ip": "10.0.0.1" }] },
+        }))
+        .expect("pod")
+    }
+
+    fn policy(name: &str, generation: i64) -> NetworkPolicy {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": "ns", "uid": format!("uid-{name}"), "generation": generation },
+            "spec": { "podSelector": {} },
+        }))
+        .expect("policy")
+    }
+
+    #[test]
+    fn a_relist_removes_what_disappeared_while_the_watch_was_down() {
+        let mut index = Index::default();
+        index.apply_event(Event::<Pod>::Init);
+        index.apply_event(Event::InitApply(pod("a", "n1")));
+        index.apply_event(Event::InitApply(pod("b", "n2")));
+        index.apply_event(Event::<Pod>::InitDone);
+        assert_eq!(index.engine().cluster().pods.len(), 2);
+        assert!(!index.is_synced(), "other kinds have not been listed yet");
+        index.take_dirty_nodes();
+
+        // The watch restarts; `b` was deleted meanwhile and its Delete event was never seen.
+        index.apply_event(Event::<Pod>::Init);
+        index.apply_event(Event::InitApply(pod("a", "n1")));
+        index.apply_event(Event::<Pod>::InitDone);
+        let pods: Vec<String> = index.engine().cluster().pods.keys().map(ToString::to_string).collect();
+        assert_eq!(pods, ["ns/a"]);
+        assert!(index.take_dirty_nodes().contains("n2"), "n2's plan must be recomputed");
+    }
+
+    #[test]
+    fn policies_are_tracked_with_their_revision_and_removed_on_relist() {
+        let mut index = Index::default();
+        index.apply_event(Event::Apply(policy("p", 3)));
+        let reference = PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some("ns".into()), name: "p".into() };
+        assert_eq!(index.policy(&reference).map(|r| r.revision.generation), Some(3));
+        assert!(index.take_dirty_policies().contains(&reference));
+        index.apply_event(Event::<NetworkPolicy>::Init);
+        index.apply_event(Event::<NetworkPolicy>::InitDone);
+        assert!(index.policy(&reference).is_none());
+        assert!(index.take_dirty_policies().contains(&reference), "status must learn the policy is gone");
+    }
+
+    #[test]
+    fn an_object_that_cannot_be_converted_is_recorded_and_the_rest_go_on() {
+        let mut index = Index::default();
+        let mut unknown_tier: ClusterNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": { "name": "future", "uid": "u", "generation": 1 },
+            "spec": { "tier": "Developer", "priority": 1, "subject": { "namespaces": {} } },
+        }))
+        .expect("cnp");
+        index.apply_event(Event::Apply(unknown_tier.clone()));
+        index.apply_event(Event::Apply(pod("a", "n1")));
+        let reference = PolicyRef { kind: PolicyKind::ClusterNetworkPolicy, namespace: None, name: "future".into() };
+        let record = index.policy(&reference).expect("still known, for status");
+        assert!(record.conversion_error.as_deref().is_some_and(|e| e.contains("spec.tier")), "{record:?}");
+        assert_eq!(index.conversion_errors().len(), 1);
+        assert_eq!(index.engine().cluster().pods.len(), 1);
+        // Fixed: the error goes away.
+        unknown_tier.spec.tier = palisade_crds::cnp::Tier::Admin;
+        index.apply_event(Event::Apply(unknown_tier));
+        assert!(index.conversion_errors().is_empty());
+        assert_eq!(index.policy(&reference).and_then(|r| r.conversion_error.clone()), None);
+    }
+}
