@@ -64,7 +64,7 @@ impl Distribution {
         };
         let old_pods = old.as_deref().map(pods_per_policy).unwrap_or_default();
         let new_pods = pods_per_policy(&plan);
-        for (policy, _) in &old_pods {
+        for policy in old_pods.keys() {
             if let Some(span) = self.spans.get_mut(policy) {
                 span.pods_per_node.remove(node);
                 if span.pods_per_node.is_empty() {

@@ -109,8 +109,8 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     let scene = &scene(harness).await;
     let operator = harness.start_operator("operator-0").await;
 
-    let np = create_network_policy(&harness, &scene.app, allow_client(&scene.app)).await;
-    let cnp = create_cluster_policy(&harness, deny_evil(&scene.app)).await;
+    let np = create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
+    let cnp = create_cluster_policy(harness, deny_evil(&scene.app)).await;
     let cnp_name = cnp.metadata.name.clone().expect("name");
     let cnp_name = cnp_name.as_str();
 
@@ -121,7 +121,7 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     assert!(matches!(first, OperatorMessage::Snapshot { version: 1, .. }), "the first message is a snapshot: {first:?}");
     agent1
         .until("carry both policies", |plan| {
-            has_policy(plan, PolicyKind::NetworkPolicy, "allow-client") && has_policy(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name)
+            has_policy(plan, PolicyKind::NetworkPolicy, "allow-client") && has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)
         })
         .await;
     let plan = agent1.plan.clone().expect("plan");
@@ -133,33 +133,33 @@ async fn plans_reach_agents_and_realization_reaches_status() {
 
     // n1 alone realizes 1 of the 2 nodes that host selected pods.
     eventually("the CNP to be realized on 1 of 2 nodes", || async move {
-        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| c.message == "realized on 1 of 2 nodes" && c.status == "False")
+        cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| c.message == "realized on 1 of 2 nodes" && c.status == "False")
     })
     .await;
 
     let token_n2 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n2)).await;
     let mut agent2 = harness.connect(&operator, &scene.n2, Some(&token_n2), true).await.expect("n2 agent accepted");
     agent2.next_message().await;
-    agent2.until("carry the CNP", |plan| has_policy(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name)).await;
+    agent2.until("carry the CNP", |plan| has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)).await;
     agent2.report_realized().await;
 
     eventually("the CNP to be realized on 2 of 2 nodes at generation 1", || async move {
-        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| {
+        cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| {
             c.status == "True" && c.message == "realized on 2 of 2 nodes" && c.observed_generation == Some(1)
         })
     })
     .await;
-    let accepted = cnp_condition(&harness, &cnp_name, conditions::ACCEPTED).await.expect("Accepted condition");
+    let accepted = cnp_condition(harness, cnp_name, conditions::ACCEPTED).await.expect("Accepted condition");
     assert_eq!((accepted.status.as_str(), accepted.reason.as_str()), ("True", reasons::ACCEPTED));
 
     eventually("the NetworkPolicy's PolicyStatus to show 2 of 2 nodes", || async move {
-        policy_status(&harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
+        policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
             s.nodes_realized == 2 && s.nodes_desired == 2 && s.selected_pods == 2 && s.observed_generation == Some(1)
                 && condition(&s.conditions, conditions::READY).is_some_and(|c| c.status == "True")
         })
     })
     .await;
-    let stored = policy_status(&harness, &scene.app, "allow-client").await.expect("PolicyStatus");
+    let stored = policy_status(harness, &scene.app, "allow-client").await.expect("PolicyStatus");
     let owner = &stored.metadata.owner_references.as_ref().expect("owner references")[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("NetworkPolicy", "allow-client", Some(true)));
     assert_eq!(Some(&owner.uid), np.metadata.uid.as_ref());
@@ -169,21 +169,21 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     // agents report it.
     let change = json!({ "spec": { "priority": 20 } });
     Api::<ClusterNetworkPolicy>::all(harness.client.clone())
-        .patch(&cnp_name, &PatchParams::default(), &Patch::Merge(change))
+        .patch(cnp_name, &PatchParams::default(), &Patch::Merge(change))
         .await
         .expect("patch CNP");
     let message = agent1.next_message().await;
     assert!(matches!(message, OperatorMessage::Delta { .. }), "a change comes as a delta: {message:?}");
-    agent1.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name) == Some(2)).await;
+    agent1.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, cnp_name) == Some(2)).await;
     agent1.report_realized().await;
     eventually("the CNP to be pending at generation 2", || async move {
-        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| c.observed_generation == Some(2) && c.status == "False")
+        cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| c.observed_generation == Some(2) && c.status == "False")
     })
     .await;
-    agent2.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, &cnp_name) == Some(2)).await;
+    agent2.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, cnp_name) == Some(2)).await;
     agent2.report_realized().await;
     eventually("the CNP to be realized at generation 2", || async move {
-        cnp_condition(&harness, &cnp_name, conditions::REALIZED).await.is_some_and(|c| {
+        cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| {
             c.status == "True" && c.observed_generation == Some(2) && c.message == "realized on 2 of 2 nodes"
         })
     })
@@ -198,7 +198,7 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     agent1.until("carry NP generation 2", |plan| policy_generation(plan, PolicyKind::NetworkPolicy, "allow-client") == Some(2)).await;
     agent1.report_failed("iptables-restore: line 3 failed").await;
     eventually("the failure to show in the PolicyStatus", || async move {
-        policy_status(&harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
+        policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
             s.first_errors.iter().any(|e| e.node == scene.n1 && e.message.contains("iptables-restore"))
                 && condition(&s.conditions, conditions::REALIZED).is_some_and(|c| c.reason == reasons::FAILED)
         })
@@ -210,7 +210,7 @@ async fn plans_reach_agents_and_realization_reaches_status() {
         .delete("allow-client", &DeleteParams::default())
         .await
         .expect("delete NP");
-    eventually("the PolicyStatus to be deleted", || async move { policy_status(&harness, &scene.app, "allow-client").await.is_none() }).await;
+    eventually("the PolicyStatus to be deleted", || async move { policy_status(harness, &scene.app, "allow-client").await.is_none() }).await;
     agent1.until("drop the deleted policy", |plan| !has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
 
     assert!(operator_metric(&operator, "palisade_operator_plan_sends_total").await >= 4.0);
@@ -330,14 +330,14 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     .await;
     let (leader, follower) = if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) };
 
-    let cnp = create_cluster_policy(&harness, deny_evil(&scene.app)).await;
+    let cnp = create_cluster_policy(harness, deny_evil(&scene.app)).await;
     let name = cnp.metadata.name.clone().expect("name");
     let name = name.as_str();
     eventually("the leader to write the CNP's status", || async move {
-        cnp_condition(&harness, &name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
+        cnp_condition(harness, name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
     })
     .await;
-    let stored = Api::<ClusterNetworkPolicy>::all(harness.client.clone()).get(&name).await.expect("CNP");
+    let stored = Api::<ClusterNetworkPolicy>::all(harness.client.clone()).get(name).await.expect("CNP");
     let managers: Vec<String> = stored
         .metadata
         .managed_fields
@@ -354,7 +354,7 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     let token = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
     let mut agent = harness.connect(&follower, &scene.n1, Some(&token), true).await.expect("the follower serves plans");
     agent.next_message().await;
-    agent.until("carry the CNP", |plan| has_policy(plan, PolicyKind::ClusterNetworkPolicy, &name)).await;
+    agent.until("carry the CNP", |plan| has_policy(plan, PolicyKind::ClusterNetworkPolicy, name)).await;
     agent.report_realized().await;
 
     // The leader goes away; the follower takes the Lease and writes the next change.
@@ -362,11 +362,11 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     let follower_ref = &follower;
     eventually("the follower to lead", || async move { operator_metric(follower_ref, "palisade_operator_leader").await == 1.0 }).await;
     Api::<ClusterNetworkPolicy>::all(harness.client.clone())
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "priority": 30 } })))
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "priority": 30 } })))
         .await
         .expect("patch CNP");
     eventually("the new leader to write generation 2", || async move {
-        cnp_condition(&harness, &name, conditions::ACCEPTED).await.is_some_and(|c| c.observed_generation == Some(2))
+        cnp_condition(harness, name, conditions::ACCEPTED).await.is_some_and(|c| c.observed_generation == Some(2))
     })
     .await;
     assert!(operator_metric(&follower, "palisade_operator_status_writes_total").await >= 1.0);
