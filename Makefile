@@ -7,7 +7,7 @@ ASSETS = $(shell tests/tools/build-assets.sh | tail -n 1)
 
 .PHONY: help
 help:
-	@echo "make demo         run Palisade on a local control plane with namespace-built nodes"
+	@echo "make demo         run Palisade on a local control plane with namespace-built nodes (DEMO_ARGS=--hold keeps it up)"
 	@echo "make test         build what the tests need and run every test"
 	@echo "make test-assets  build (or reuse) kube-apiserver, etcd and helm from Go modules"
 	@echo "make crds         regenerate the CRD manifests under crds/manifests"
@@ -31,5 +31,7 @@ bench:
 	cargo bench -p palisade-engine
 
 .PHONY: demo
-demo:
-	cargo run --quiet -p palisade-engine --example demo
+demo: ## a real control plane, namespace-built nodes, operator and agents; policies applied live
+	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
+	  cargo build --quiet -p palisade-cli -p palisade-testkit -p palisade-e2e --bins && \
+	  KUBEBUILDER_ASSETS=$$assets target/debug/palisade-demo $(DEMO_ARGS)
