@@ -1,1 +1,295 @@
-fn main() {}
+//! Policy programming latency end to end, and the operator's footprint at scale.
+//!
+//! 1. A 4-node stack with 4 real pods (x/a, x/b, y/a, y/b, one per node) plus API-only pods (fake
+//!    addresses from 198.19.0.0/17, never wired) up to 1,000 pods, and 500 NetworkPolicies over
+//!    them, so every plan and every agent carries real weight.
+//! 2. 50 times: apply a policy isolating x/a → time until y/b's probes to x/a fail; delete it →
+//!    time until they connect again. Printed as p50/p99/max per direction.
+//! 3. More API-only pods up to 10,000; once the operators settle, each replica's RSS (VmRSS,
+//!    VmHWM) and CPU time (utime + stime) from /proc.
+//!
+//! Run: `cargo bench -p palisade-e2e --bench latency` (root, KUBEBUILDER_ASSETS; set PALISADE_BIN to a
+//! release build of `palisade`, or the figures describe a debug build). `E2E_BENCH_ITERATIONS`
+//! overrides 50.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use palisade_conformance::k8s::{everything, policy, with_ingress};
+use palisade_conformance::model::{labels, namespace_labels};
+use palisade_conformance::{ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol};
+use palisade_e2e::Stack;
+use serde_json::json;
+
+const WIRED_PODS: usize = 4;
+const PODS_FOR_LATENCY: usize = 1_000;
+const POLICIES: usize = 500;
+const PODS_FOR_FOOTPRINT: usize = 10_000;
+const LOAD_NAMESPACES: usize = 50;
+/// A denied probe costs this; it bounds the resolution of the "connects again" direction.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(30);
+const FLIP_DEADLINE: Duration = Duration::from_secs(30);
+
+fn model() -> Model {
+    let ports = vec![ContainerPort { name: Some("serve-80-tcp".into()), protocol: Protocol::Tcp, port: 80 }];
+    Model {
+        nodes: (1..=4)
+            .map(|i| ModelNode {
+                name: format!("n{i}"),
+                labels: labels(&[("kubernetes.io/hostname", &format!("n{i}")), ("kubernetes.io/os", "linux")]),
+            })
+            .collect(),
+        namespaces: ["x", "y"]
+            .iter()
+            .map(|ns| ModelNamespace { name: (*ns).into(), labels: namespace_labels(ns, &[("ns", ns)]) })
+            .collect(),
+        pods: [("x", "a"), ("x", "b"), ("y", "a"), ("y", "b")]
+            .iter()
+            .map(|(ns, name)| ModelPod {
+                namespace: (*ns).into(),
+                name: (*name).into(),
+                labels: labels(&[("pod", name)]),
+                ports: ports.clone(),
+                host_network: false,
+            })
+            .collect(),
+    }
+}
+
+/// The `index`-th API-only pod's address: 198.19.0.0/17, which nothing routes.
+fn fake_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 19, (index / 250) as u8, (index % 250 + 1) as u8))
+}
+
+struct Load {
+    namespaces: Vec<String>,
+    nodes: Vec<String>,
+    created_pods: usize,
+}
+
+impl Load {
+    async fn create_namespaces(client: &Client, run: &str, nodes: Vec<String>) -> Load {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut namespaces = Vec::new();
+        for i in 0..LOAD_NAMESPACES {
+            let name = format!("load-{i}-{run}");
+            let object: Namespace = serde_json::from_value(json!({
+                "metadata": { "name": name, "labels": { "team": format!("t{}", i % 5) } }
+            }))
+            .expect("namespace");
+            api.create(&PostParams::default(), &object).await.expect("create load namespace");
+            namespaces.push(name);
+        }
+        Load { namespaces, nodes, created_pods: 0 }
+    }
+
+    /// Creates API-only pods (Running, fake IPs, spread over the nodes) until `total` exist.
+    async fn grow_pods(&mut self, client: &Client, total: usize) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in self.created_pods..total {
+            let namespace = self.namespaces[index % self.namespaces.len()].clone();
+            let node = self.nodes[index % self.nodes.len()].clone();
+            let (client, limit) = (client.clone(), limit.clone());
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let name = format!("load-{index}");
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": { "name": name, "namespace": namespace,
+                                  "labels": { "app": format!("app{}", index % 10), "tier": format!("tier{}", index % 3) } },
+                    "spec": { "nodeName": node, "containers": [{ "name": "c", "image": "palisade.invalid/load",
+                              "ports": [{ "name": "http", "containerPort": 8080, "protocol": "TCP" }] }] },
+                }))
+                .expect("pod");
+                Api::<Pod>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &pod).await.expect("create pod");
+                palisade_testkit::mark_pod_running(&client, &namespace, &name, &[fake_ip(index)], &[IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11))])
+                    .await
+                    .expect("mark running");
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("pod task");
+        }
+        self.created_pods = total;
+    }
+
+    /// `count` NetworkPolicies spread over the load namespaces: app-selected pods accept port
+    /// 8080 from one team's namespaces and one tier.
+    async fn create_policies(&self, client: &Client, count: usize) {
+        for index in 0..count {
+            let namespace = &self.namespaces[index % self.namespaces.len()];
+            let np: NetworkPolicy = serde_json::from_value(json!({
+                "metadata": { "name": format!("load-{index}"), "namespace": namespace },
+                "spec": {
+                    "podSelector": { "matchLabels": { "app": format!("app{}", index % 10) } },
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{
+                        "from": [{ "namespaceSelector": { "matchLabels": { "team": format!("t{}", index % 5) } },
+                                   "podSelector": { "matchLabels": { "tier": format!("tier{}", index % 3) } } }],
+                        "ports": [{ "protocol": "TCP", "port": 8080 }],
+                    }],
+                },
+            }))
+            .expect("policy");
+            Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
+                .create(&PostParams::default(), &np)
+                .await
+                .expect("create load policy");
+        }
+    }
+}
+
+/// Probes `from -> to` on TCP/80 until the outcome is `connected`; returns the time from `since`
+/// to the start of the first probe that saw it.
+async fn time_until(stack: &Stack, from: &PodId, to: &PodId, connected: bool, since: Instant) -> Duration {
+    loop {
+        let started = Instant::now();
+        let outcome = stack.cluster().probe(from, to, Protocol::Tcp, 80, PROBE_TIMEOUT).await.expect("probe").expect("tcp");
+        if outcome.is_connected() == connected {
+            return started.saturating_duration_since(since);
+        }
+        assert!(since.elapsed() < FLIP_DEADLINE, "{from} -> {to} did not become connected={connected} within {FLIP_DEADLINE:?}");
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(label: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{label}: n={} p50={:.1} ms p99={:.1} ms max={:.1} ms min={:.1} ms",
+        samples.len(),
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&samples, 99.0)),
+        ms(*samples.last().unwrap_or(&Duration::ZERO)),
+        ms(*samples.first().unwrap_or(&Duration::ZERO)),
+    );
+}
+
+/// (VmRSS kB, VmHWM kB, CPU seconds) of `pid`.
+fn footprint(pid: u32) -> Option<(u64, u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command: state is field 3; utime 14 and stime 15.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((field("VmRSS:")?, field("VmHWM:")?, (utime + stime) as f64 / ticks))
+}
+
+/// Waits until no replica's CPU time grows for 3 s in a row (the operators have digested the load).
+async fn settle(pids: &[u32]) {
+    let mut last: Vec<f64> = pids.iter().map(|p| footprint(*p).map(|f| f.2).unwrap_or_default()).collect();
+    let mut quiet = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while quiet < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now: Vec<f64> = pids.iter().map(|p| footprint(*p).map(|f| f.2).unwrap_or_default()).collect();
+        let busy = now.iter().zip(&last).any(|(n, l)| n - l > 0.05);
+        quiet = if busy { 0 } else { quiet + 1 };
+        last = now;
+    }
+}
+
+fn print_footprints(stack: &Stack, label: &str) {
+    for replica in stack.operators() {
+        if let Some(pid) = replica.pid() {
+            match footprint(pid) {
+                Some((rss, hwm, cpu)) => println!(
+                    "{label}: operator {} (pid {pid}): VmRSS {:.1} MiB, VmHWM {:.1} MiB, CPU {cpu:.2} s",
+                    replica.identity,
+                    rss as f64 / 1024.0,
+                    hwm as f64 / 1024.0
+                ),
+                None => println!("{label}: operator {} (pid {pid}): /proc unreadable", replica.identity),
+            }
+        }
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let iterations: usize = std::env::var("E2E_BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let started = Instant::now();
+    let mut stack = Stack::start(&model()).await.unwrap_or_else(|e| panic!("stack start: {e}"));
+    println!("stack: 4 nodes, 2 operator replicas, 4 agents up in {:.1} s", started.elapsed().as_secs_f64());
+    let client = stack.client();
+    let run = stack.cluster().net.run_id().trim_start_matches("pal-").to_owned();
+    let nodes: Vec<String> = stack.cluster().net.nodes().iter().map(|n| n.netns.clone()).collect();
+    let mut load = Load::create_namespaces(&client, &run, nodes).await;
+
+    let loading = Instant::now();
+    load.grow_pods(&client, PODS_FOR_LATENCY - WIRED_PODS).await;
+    load.create_policies(&client, POLICIES).await;
+    println!(
+        "load: {} pods ({WIRED_PODS} wired, the rest API-only), {POLICIES} NetworkPolicies, created in {:.1} s",
+        PODS_FOR_LATENCY,
+        loading.elapsed().as_secs_f64()
+    );
+    let pids: Vec<u32> = stack.operators().iter().filter_map(|r| r.pid()).collect();
+    settle(&pids).await;
+    let node_plan = stack.persisted_plan("n1").await.ok().flatten();
+    if let Some(plan) = node_plan {
+        println!("n1's plan: {} local pods, {} rule sets, {} groups", plan.pods.len(), plan.rule_sets.len(), plan.groups.len());
+    }
+    print_footprints(&stack, "at 1,000 pods / 500 policies");
+
+    let (from, to) = (PodId::new("y", "b"), PodId::new("x", "a"));
+    let mut isolate = policy("bench-isolate", palisade_conformance::k8s::match_labels(&[("pod", "a")]));
+    isolate = with_ingress(isolate, vec![]);
+    isolate.metadata.namespace = Some("x".into());
+    let isolate = Object::NetworkPolicy(isolate);
+    let _ = everything();
+    let reference = ObjectRef::NetworkPolicy { namespace: "x".into(), name: "bench-isolate".into() };
+
+    // One warm-up round, not counted.
+    stack.apply(&isolate).await.expect("apply");
+    time_until(&stack, &from, &to, false, Instant::now()).await;
+    stack.delete(&reference).await.expect("delete");
+    time_until(&stack, &from, &to, true, Instant::now()).await;
+
+    let mut deny = Vec::new();
+    let mut allow = Vec::new();
+    for _ in 0..iterations {
+        let applied = Instant::now();
+        stack.apply(&isolate).await.expect("apply");
+        deny.push(time_until(&stack, &from, &to, false, applied).await);
+        let deleted = Instant::now();
+        stack.delete(&reference).await.expect("delete");
+        allow.push(time_until(&stack, &from, &to, true, deleted).await);
+    }
+    println!("programming latency at 1,000 pods / 500 policies / 4 nodes (y/b on n4 -> x/a on n1, TCP 80):");
+    summary("  apply isolating policy -> probe blocked", deny);
+    summary(&format!("  delete it -> probe connects (resolution {} ms)", PROBE_TIMEOUT.as_millis()), allow);
+
+    let growing = Instant::now();
+    load.grow_pods(&client, PODS_FOR_FOOTPRINT - WIRED_PODS).await;
+    println!("grew to {PODS_FOR_FOOTPRINT} pods in {:.1} s", growing.elapsed().as_secs_f64());
+    settle(&pids).await;
+    print_footprints(&stack, "at 10,000 pods / 500 policies");
+    let _ = BTreeMap::<(), ()>::new();
+    drop(stack);
+}
