@@ -1,16 +1,44 @@
 //! The applier: makes the kernel match a [`Rendered`] plan with the fewest writes.
 //!
 //! Each sync reads the kernel back, so it doubles as drift repair, and runs in this order:
-//! 1. one `ipset restore -exist` batch: create missing sets, swap rebuilt ones, add/del members;
+//! 1. one `ipset restore -exist` batch that can only tighten: create and fill missing sets, add
+//!    members to the isolation sets (`pal4-iso-in`, ...);
 //! 2. one `iptables-restore --noflush` transaction per family, declaring only our chains, rewriting
-//!    only chains whose `pal:` hashes differ, deleting our orphans and fixing our hook rules
-//!    (skipped entirely when nothing differs, so pod churn writes no iptables line);
-//! 3. one batch destroying our sets nothing refers to any more.
+//!    only chains whose `pal:` hashes differ, deleting our orphans and fixing our hook rules;
+//! 3. only once every family committed: one batch with the rest of the set changes (member add/del
+//!    of the other existing sets, swaps of rebuilt sets, removals from the isolation sets);
+//! 4. one batch destroying our sets nothing refers to any more.
 //!
+//! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written.
+//!
+//! # Why this order
 //! A failed restore changes nothing in that table (both tools apply a batch atomically); the error
-//! names the rejected line and the caller retries with backoff. Dropping the applier or stopping
-//! the agent leaves every rule in force: the node fails static, never open. Only [`Applier::cleanup`]
-//! removes what we own.
+//! names the rejected line and the caller retries with backoff. A rejected sync stops after step 2,
+//! so what stays in force is the previous plan's rules with the previous plan's members, plus:
+//! - new sets: referenced only by the rejected rules (names are content-addressed by the group
+//!   definition), so nothing matches them: inert;
+//! - extra isolation members: a newly isolated pod has no `PAL-I-` chain in the old rules, so its
+//!   dispatch reaches the final `-j DROP`: that pod fails closed (loses traffic the old plan
+//!   allowed) until a sync succeeds. Never open.
+//!
+//! If one family commits and the other is rejected, step 3 is skipped too: the committed family runs
+//! the new rules against the old members (see the window below) until the retry succeeds.
+//!
+//! Between steps 2 and 3 (one `ipset restore` round trip) the new rules run against the old plan's
+//! members of the sets that already existed. For the isolation sets this is a union of both plans:
+//! a pod the new plan un-isolates still goes to dispatch, finds no chain and is dropped (closed).
+//! For peer sets it is the state "new policies, peers as they were": the plan that would result had
+//! the policy change been processed before the pod churn batched into the same sync. No order of
+//! non-atomic steps removes every mixed state: running the other member changes before iptables
+//! gives "old rules, new peers" instead, and a set in an allow role widens under either mix (a peer
+//! leaving group G while a new rule starts allowing G; a peer joining G while an old rule allowing
+//! G is removed). We keep the mix on the success path only, where it lasts one round trip, and never
+//! leave it behind on a rejection, where it would last until the next successful sync. Closing the
+//! window completely needs role-aware ordering (remove from allow-only sets and add to deny-only
+//! sets before iptables, the rest after), which the applier does not do.
+//!
+//! Dropping the applier or stopping the agent leaves every rule in force: the node fails static,
+//! never open. Only [`Applier::cleanup`] removes what we own.
 
 use crate::drift::{self, TableChanges};
 use crate::exec::{Binaries, ExecError, Runner, blamed_line};
@@ -207,9 +235,6 @@ impl Applier {
 
         let set_changes = ipset::plan_changes(desired_sets, &ipset::parse_save(&saved_sets));
         report.add_ipsets(&set_changes);
-        if !set_changes.update.is_empty() {
-            self.ipset_restore(&set_changes.update).await?;
-        }
 
         let mut transactions: Vec<(Family, String)> = Vec::new();
         for (family, saved) in [(Family::V4, Some(saved_v4)), (Family::V6, saved_v6)] {
@@ -235,6 +260,17 @@ impl Applier {
             }
         }
         self.injected_fault = None;
+
+        if transactions.is_empty() {
+            // Nothing in iptables changes (pod churn): both phases are one batch.
+            let update = format!("{}{}", set_changes.before, set_changes.after);
+            if !update.is_empty() {
+                self.ipset_restore(&update).await?;
+            }
+        } else if !set_changes.before.is_empty() {
+            self.ipset_restore(&set_changes.before).await?;
+        }
+
         // IPv4 and IPv6 are separate tables: their transactions run concurrently, and each is
         // atomic on its own (one family may apply while the other is rejected; the retry converges).
         let wait = format!("--wait={}", self.config.wait_seconds);
@@ -254,8 +290,12 @@ impl Applier {
                 vec![a, b]
             }
         };
+        // Every family must have committed before the set changes that loosen anything run.
         for (result, (_, text)) in results.into_iter().zip(&transactions) {
             self.restore_result(result, text)?;
+        }
+        if !transactions.is_empty() && !set_changes.after.is_empty() {
+            self.ipset_restore(&set_changes.after).await?;
         }
 
         if !set_changes.destroy.is_empty() {

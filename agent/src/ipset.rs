@@ -2,8 +2,16 @@
 //!
 //! Reconciling never empties a set that rules refer to: missing sets are created and filled, a set
 //! whose header (type, family, maxelem) differs is rebuilt in a temporary set and `swap`ped in, and
-//! a set whose members differ gets `add`/`del` of the difference in place. Destroying sets nothing
-//! refers to is a separate batch, run only after iptables stopped referring to them.
+//! a set whose members differ gets `add`/`del` of the difference in place.
+//!
+//! The changes come as three batches, so that a rejected iptables transaction loosens nothing (see
+//! the ordering in `apply.rs`):
+//! - [`IpSetChanges::before`] (before iptables): create and fill missing sets (only new rules refer
+//!   to them, so they are inert until iptables commits) and add members to the isolation sets
+//!   (isolating more only makes dispatch fail closed);
+//! - [`IpSetChanges::after`] (after iptables committed): member changes of every other existing set,
+//!   swaps of rebuilt sets, removals from the isolation sets;
+//! - [`IpSetChanges::destroy`]: destroy sets nothing refers to any more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -11,9 +19,9 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_engine::model::Protocol;
-use palisade_engine::plan::Group;
+use palisade_engine::plan::{Direction, Group};
 
-use crate::render::Family;
+use crate::render::{Family, isolation_set};
 
 /// Sets grow in powers of two from here; crossing it changes the header and triggers a swap.
 const MIN_MAXELEM: u32 = 65536;
@@ -321,8 +329,12 @@ fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
 /// What one reconcile does to ipsets, as `ipset restore` batches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IpSetChanges {
-    /// Creates, swaps and member add/del; runs before iptables.
-    pub update: String,
+    /// Runs before iptables and only tightens: creates (and fills) missing sets, adds members to
+    /// the isolation sets.
+    pub before: String,
+    /// Runs only after iptables committed: member add/del of the other existing sets, swaps of
+    /// rebuilt sets, removals from the isolation sets.
+    pub after: String,
     /// Destroys of our sets no longer desired; runs after iptables dropped references to them.
     pub destroy: String,
     pub sets_created: usize,
@@ -333,32 +345,58 @@ pub struct IpSetChanges {
 }
 
 impl IpSetChanges {
+    /// Lines of `before` and `after`, the batches that create and update sets.
     pub fn update_lines(&self) -> usize {
-        self.update.lines().count()
+        self.before.lines().count() + self.after.lines().count()
     }
+}
+
+/// Whether `name` is one of the sets gating dispatch of isolated pods (`pal4-iso-in`, ...): a
+/// member there means "isolated", so adding one can only tighten.
+pub fn is_isolation_set(name: &str) -> bool {
+    Family::ALL.iter().any(|family| {
+        [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .any(|direction| isolation_set(*family, direction) == name)
+    })
 }
 
 pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet>) -> IpSetChanges {
     let mut changes = IpSetChanges::default();
     for (name, spec) in &desired.sets {
+        let isolation = is_isolation_set(name);
         match kernel.get(name) {
             None => {
                 changes.sets_created += 1;
-                push_create_and_fill(&mut changes.update, spec, name);
+                push_create_and_fill(&mut changes.before, spec, name);
             }
             Some(current) if !spec.header_matches(current) => {
                 // Fill a temporary set and swap it in: the live set is never observed empty.
                 changes.sets_swapped += 1;
+                if isolation
+                    && current.set_type == spec.set_type.ipset_type()
+                    && current.family == spec.family.ipset_family()
+                {
+                    // Isolate newly isolated pods in the live set already; the swap comes later.
+                    for member in spec.members.difference(&current.members) {
+                        changes.before.push_str(&format!("add {name} {member}\n"));
+                    }
+                }
                 let temporary = temporary_name(name);
-                push_create_and_fill(&mut changes.update, spec, &temporary);
+                push_create_and_fill(&mut changes.after, spec, &temporary);
                 changes
-                    .update
+                    .after
                     .push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
             }
             Some(current) => {
+                let adds = if isolation {
+                    &mut changes.before
+                } else {
+                    &mut changes.after
+                };
                 for member in spec.members.difference(&current.members) {
                     changes.members_added += 1;
-                    changes.update.push_str(&format!("add {name} {member}\n"));
+                    adds.push_str(&format!("add {name} {member}\n"));
                 }
                 let desired_keys: BTreeSet<String> = spec.members.iter().map(member_key).collect();
                 for member in current.members.difference(&spec.members) {
@@ -367,7 +405,7 @@ pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet
                     }
                     changes.members_removed += 1;
                     changes
-                        .update
+                        .after
                         .push_str(&format!("del {name} {}\n", member_key(member)));
                 }
             }

@@ -251,11 +251,10 @@ async fn a_rejected_restore_leaves_the_previous_enforcement() {
     assert_eq!(denied_and_allowed(&testbed, target).await, (true, false));
 }
 
-/// Known gap in the applier: the ipset batch (members of the isolation sets and of peer groups)
-/// runs before the iptables transaction and is not rolled back when that transaction is
-/// rejected, so a rejected plan that un-isolates a pod still opens it.
+/// Set changes that loosen anything (removals from the isolation sets, peer-set members) run only
+/// after the iptables transaction committed, so a rejected plan that un-isolates a pod leaves it
+/// isolated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: set changes of a rejected sync stay applied (agent/src/apply.rs runs ipset restore first)"]
 async fn a_rejected_restore_that_would_unisolate_a_pod_leaves_it_isolated() {
     let mut testbed = Testbed::netpol_matrix().expect("build");
     testbed.enforce(&x_only_from("y")).await.expect("enforce");
