@@ -30,9 +30,13 @@ pub fn operator_cluster_rules() -> serde_json::Value {
     ])
 }
 
-/// The Lease, in the operator's own namespace only.
+/// The Lease and the per-node realization ConfigMaps, in the operator's own namespace only.
 pub fn operator_namespace_rules() -> serde_json::Value {
-    json!([{ "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch", "update", "delete"] }])
+    json!([
+        { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch", "update", "delete"] },
+        // Server-side apply of a ConfigMap that does not exist yet is a create.
+        { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"] },
+    ])
 }
 
 /// Creates both ServiceAccounts, the operator's ClusterRole and Role with their bindings. The
