@@ -8,9 +8,17 @@
 //!   only on change.
 //! - [`server`]: the plan stream (`docs/protocol.md`) over TLS, and probes and metrics over HTTP.
 //! - [`auth`]: TokenReview-based authorization of agents for their own node.
-//! - [`realization`]: what each agent reports it enforces.
+//! - [`realization`]: what each agent reports it enforces, shared between replicas through one
+//!   ConfigMap per node, so the leader counts agents connected to any replica.
 //! - [`status`]: per-policy conditions and PolicyStatus objects, written only on change.
 //! - [`leader`]: the Lease that decides which replica writes status.
+//!
+//! RBAC the operator needs. Cluster-wide: `pods`, `namespaces`, `nodes`, `networkpolicies`,
+//! `clusternetworkpolicies` list/watch; `clusternetworkpolicies/status` patch; `policystatuses`
+//! list/watch/create/patch/delete and `policystatuses/status` patch; `tokenreviews` create;
+//! `events.k8s.io` `events` create/patch. In its own namespace (the Lease's): `leases`
+//! get/create/patch/update/delete and `configmaps` get/list/watch/create/patch/delete (the
+//! realization ConfigMaps).
 //!
 //! [`run`] wires them together until SIGTERM; [`start`] does the same and hands back a
 //! [`RunningOperator`] (tests run several in one process).
@@ -187,6 +195,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
     let index = index::SharedIndex::new();
     let distribution = distribute::SharedDistribution::new(index.clone());
     let realization = Arc::new(realization::RealizationTable::default());
+    let outbox = Arc::new(realization::Outbox::default());
     let dirty = Arc::new(status::DirtyPolicies::default());
     let authenticator = Arc::new(auth::Authenticator::new(
         client.clone(),
@@ -231,9 +240,29 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
         }
     });
 
+    tasks.spawn({
+        let sharing = realization::Sharing {
+            client: client.clone(),
+            namespace: config.lease.namespace.clone(),
+            table: realization.clone(),
+            outbox: outbox.clone(),
+            dirty: dirty.clone(),
+            index: index.clone(),
+            distribution: distribution.clone(),
+            is_leader: campaign.is_leader.clone(),
+            retry_interval: config.timings.status_flush,
+        };
+        let shutdown = shutdown.clone();
+        async move {
+            realization::run_sharing(sharing, shutdown).await;
+            Ok(())
+        }
+    });
+
     let stream_state = server::StreamState {
         distribution: distribution.clone(),
         realization,
+        outbox,
         dirty,
         authenticator,
         metrics: metrics.clone(),

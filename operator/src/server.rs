@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthError, Authenticator};
 use crate::distribute::SharedDistribution;
 use crate::metrics::{render, Metrics};
-use crate::realization::RealizationTable;
+use crate::realization::{Outbox, RealizationTable};
 use crate::status::DirtyPolicies;
 
 /// What the stream handlers share.
@@ -29,6 +29,8 @@ use crate::status::DirtyPolicies;
 pub struct StreamState {
     pub distribution: Arc<SharedDistribution>,
     pub realization: Arc<RealizationTable>,
+    /// Reports to share with the other replicas (the leader writes status from them).
+    pub outbox: Arc<Outbox>,
     pub dirty: Arc<DirtyPolicies>,
     pub authenticator: Arc<Authenticator>,
     pub metrics: Metrics,
@@ -120,15 +122,17 @@ async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> 
                 None | Some(Ok(Message::Close(_))) => return Ok(()),
                 Some(Err(error)) => return Err(error),
                 Some(Ok(Message::Text(text))) => match AgentMessage::decode(text.as_str()) {
-                    Ok(AgentMessage::Realized { version: reported, policies }) => {
-                        let changed = state.realization.realized(node, reported, policies);
+                    Ok(AgentMessage::Realized { policies, .. }) => {
+                        let changed = state.realization.realized(node, policies);
                         state.dirty.mark(changed);
+                        share(node, state);
                     }
                     Ok(AgentMessage::Failed { version: reported, error }) => {
                         tracing::warn!(%node, version = reported, %error, "agent failed to apply a plan");
-                        let mut changed = state.realization.failed(node, reported, error);
+                        let mut changed = state.realization.failed(node, error);
                         changed.extend(sent.rule_sets.values().map(|set| set.policy.clone()));
                         state.dirty.mark(changed);
+                        share(node, state);
                         snapshot_next = true;
                     }
                     Err(error) => tracing::warn!(%node, %error, "ignoring an unreadable agent message"),
@@ -137,6 +141,13 @@ async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> 
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+/// Queues `node`'s realization for its ConfigMap (written only if it changed).
+fn share(node: &str, state: &StreamState) {
+    if let Some(realization) = state.realization.get(node) {
+        state.outbox.publish(node, realization);
     }
 }
 

@@ -385,7 +385,7 @@ impl StatusWriter {
                 let Some(entry) = table.get(node) else { continue };
                 if entry.realized.get(policy) == Some(&record.revision) {
                     realized += 1;
-                } else if let Some((_, error)) = &entry.failure
+                } else if let Some(error) = &entry.failure
                     && failures.len() < FIRST_ERRORS_LIMIT
                 {
                     failures.push(NodeError { node: node.clone(), message: error.clone() });

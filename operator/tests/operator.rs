@@ -1,6 +1,6 @@
 //! The operator against a real API server: plans reach agents, realization reaches status,
 //! only the right agent may subscribe, invalid policies are reported while valid ones keep
-//! flowing, and only the Lease leader writes status.
+//! flowing, only the Lease leader writes status, and it counts agents connected to any replica.
 
 mod common;
 
@@ -371,5 +371,71 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     .await;
     assert!(operator_metric(&follower, "palisade_operator_status_writes_total").await >= 1.0);
     agent.close().await;
+    follower.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_counts_agents_connected_to_a_follower() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let first = harness.start_operator("operator-a").await;
+    let second = harness.start_operator("operator-b").await;
+    let (a, b) = (&first, &second);
+    eventually("one replica to lead", || async move {
+        operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await == 1.0
+    })
+    .await;
+    let (leader, follower) = if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) };
+
+    create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
+    let cnp = create_cluster_policy(harness, deny_evil(&scene.app)).await;
+    let cnp_name = cnp.metadata.name.clone().expect("name");
+    let cnp_name = cnp_name.as_str();
+    let carries_both = |plan: &NodePlan| {
+        has_policy(plan, PolicyKind::NetworkPolicy, "allow-client") && has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)
+    };
+
+    // n1's agent talks to the leader, n2's to the follower.
+    let token_n1 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+    let mut agent1 = harness.connect(&leader, &scene.n1, Some(&token_n1), true).await.expect("n1 agent accepted");
+    agent1.next_message().await;
+    agent1.until("carry both policies", carries_both).await;
+    agent1.report_realized().await;
+    let token_n2 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n2)).await;
+    let mut agent2 = harness.connect(&follower, &scene.n2, Some(&token_n2), true).await.expect("n2 agent accepted");
+    agent2.next_message().await;
+    agent2.until("carry both policies", carries_both).await;
+    agent2.report_realized().await;
+
+    eventually("the CNP to be realized on 2 of 2 nodes", || async move {
+        cnp_condition(harness, cnp_name, conditions::REALIZED)
+            .await
+            .is_some_and(|c| c.status == "True" && c.message == "realized on 2 of 2 nodes")
+    })
+    .await;
+    eventually("the NetworkPolicy to be realized on 2 of 2 nodes", || async move {
+        policy_status(harness, &scene.app, "allow-client")
+            .await
+            .and_then(|s| s.status)
+            .is_some_and(|s| s.nodes_realized == 2 && s.nodes_desired == 2)
+    })
+    .await;
+    assert_eq!(operator_metric(&follower, "palisade_operator_status_writes_total").await, 0.0, "the follower writes no status");
+
+    // The follower shared n2's realization in one ConfigMap, labelled, in the operator's namespace.
+    let config_maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(harness.client.clone(), &harness.system_namespace);
+    let shared = config_maps.get(&format!("palisade-realization-{}", scene.n2)).await.expect("n2's realization ConfigMap");
+    assert_eq!(shared.metadata.labels.unwrap_or_default().get("palisade.dev/realization").map(String::as_str), Some("true"));
+    assert_eq!(shared.data.unwrap_or_default().get("node"), Some(&scene.n2));
+
+    // A disconnected agent keeps enforcing its last plan: its realization stays.
+    agent2.close().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let status = policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).expect("status");
+    assert_eq!((status.nodes_realized, status.nodes_desired), (2, 2));
+
+    agent1.close().await;
+    leader.shutdown().await.expect("clean shutdown");
     follower.shutdown().await.expect("clean shutdown");
 }
