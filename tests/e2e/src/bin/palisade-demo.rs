@@ -124,7 +124,13 @@ async fn run(hold: bool) -> Result<(), String> {
         let applied = Instant::now();
         kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&manifest))?;
         if let Err(error) = wait_realized(&stack, step.policy).await {
-            kubectl(&kubeconfig, &["get", "policystatuses,clusternetworkpolicies", "-A", "-o", "yaml"], None)?;
+            kubectl(&kubeconfig, &["get", "policystatuses,clusternetworkpolicies,configmaps", "-A"], None)?;
+            for replica in stack.operators() {
+                let log = std::fs::read_to_string(replica.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                println!("--- {} (last lines)", replica.identity);
+                tail.iter().rev().for_each(|line| println!("{line}"));
+            }
             return Err(error);
         }
         println!("realized on every node {:.2} s after apply", applied.elapsed().as_secs_f64());
