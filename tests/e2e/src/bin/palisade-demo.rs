@@ -48,7 +48,7 @@ spec:
   podSelector: {}
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {ns: y}}
+    - namespaceSelector: {matchLabels: {ns: "y"}}
 "#,
     },
     Step {
@@ -63,7 +63,7 @@ spec:
   priority: 10
   subject:
     pods:
-      namespaceSelector: {matchLabels: {ns: z}}
+      namespaceSelector: {matchLabels: {ns: "z"}}
       podSelector: {matchLabels: {pod: a}}
   ingress:
   - name: deny-all
@@ -85,7 +85,7 @@ spec:
   ingress:
   - name: same-namespace-only
     action: Deny
-    from: [{namespaces: {matchExpressions: [{key: ns, operator: NotIn, values: [y]}]}}]
+    from: [{namespaces: {matchExpressions: [{key: ns, operator: NotIn, values: ["y"]}]}}]
 "#,
     },
 ];
