@@ -504,38 +504,34 @@ impl Stack {
     /// logical namespaces and placeholders to this run.
     pub async fn apply(&mut self, object: &Object) -> Result<()> {
         let resolved = object.resolve(self.cluster.as_ref())?;
-        let params = PostParams::default();
-        match resolved {
-            Object::NetworkPolicy(mut policy) => {
-                let namespace = policy.metadata.namespace.clone().unwrap_or_default();
-                let name = policy.metadata.name.clone().unwrap_or_default();
-                let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &namespace);
-                match api.get_opt(&name).await? {
-                    Some(existing) => {
-                        policy.metadata.resource_version = existing.metadata.resource_version;
-                        api.replace(&name, &params, &policy).await?;
-                    }
-                    None => {
-                        api.create(&params, &policy).await?;
-                    }
+        let key = match &resolved {
+            Object::NetworkPolicy(policy) => PolicyKey::Network {
+                namespace: policy.metadata.namespace.clone().unwrap_or_default(),
+                name: policy.metadata.name.clone().unwrap_or_default(),
+            },
+            Object::ClusterNetworkPolicy(policy) => PolicyKey::Cluster { name: policy.metadata.name.clone().unwrap_or_default() },
+        };
+        // The operator's status writes bump the resourceVersion between our read and our
+        // replace; a conflict only means "read again", as kubectl does.
+        let mut attempt = 0;
+        loop {
+            let outcome = match &resolved {
+                Object::NetworkPolicy(policy) => {
+                    let api: Api<NetworkPolicy> =
+                        Api::namespaced(self.client.clone(), policy.metadata.namespace.as_deref().unwrap_or_default());
+                    create_or_replace(&api, policy.clone()).await
                 }
-                self.applied.insert(PolicyKey::Network { namespace, name });
-            }
-            Object::ClusterNetworkPolicy(mut policy) => {
-                let name = policy.metadata.name.clone().unwrap_or_default();
-                let api: Api<ClusterNetworkPolicy> = Api::all(self.client.clone());
-                match api.get_opt(&name).await? {
-                    Some(existing) => {
-                        policy.metadata.resource_version = existing.metadata.resource_version;
-                        api.replace(&name, &params, &policy).await?;
-                    }
-                    None => {
-                        api.create(&params, &policy).await?;
-                    }
+                Object::ClusterNetworkPolicy(policy) => {
+                    create_or_replace(&Api::<ClusterNetworkPolicy>::all(self.client.clone()), policy.clone()).await
                 }
-                self.applied.insert(PolicyKey::Cluster { name });
+            };
+            match outcome {
+                Err(kube::Error::Api(status)) if status.code == 409 && attempt < 10 => attempt += 1,
+                Err(error) => return Err(error.into()),
+                Ok(()) => break,
             }
         }
+        self.applied.insert(key);
         Ok(())
     }
 
@@ -814,6 +810,21 @@ impl Stack {
     /// Lists every PolicyStatus in the cluster (for diagnostics).
     pub async fn all_policy_statuses(&self) -> Result<Vec<PolicyStatus>> {
         Ok(Api::<PolicyStatus>::all(self.client.clone()).list(&ListParams::default()).await?.items)
+    }
+}
+
+/// Creates `object`, or replaces the stored one of the same name (keeping its resourceVersion).
+async fn create_or_replace<K>(api: &Api<K>, mut object: K) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    match api.get_opt(&name).await? {
+        Some(existing) => {
+            object.meta_mut().resource_version = existing.meta().resource_version.clone();
+            api.replace(&name, &PostParams::default(), &object).await.map(|_| ())
+        }
+        None => api.create(&PostParams::default(), &object).await.map(|_| ()),
     }
 }
 
