@@ -12,7 +12,6 @@
 //! release build of `palisade`, or the figures describe a debug build). `E2E_BENCH_ITERATIONS`
 //! overrides 50.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use palisade_conformance::k8s::{everything, policy, with_ingress};
+use palisade_conformance::k8s::{policy, with_ingress};
 use palisade_conformance::model::{labels, namespace_labels};
 use palisade_conformance::{ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol};
 use palisade_e2e::Stack;
@@ -262,7 +261,6 @@ async fn bench() {
     isolate = with_ingress(isolate, vec![]);
     isolate.metadata.namespace = Some("x".into());
     let isolate = Object::NetworkPolicy(isolate);
-    let _ = everything();
     let reference = ObjectRef::NetworkPolicy { namespace: "x".into(), name: "bench-isolate".into() };
 
     // One warm-up round, not counted.
@@ -290,6 +288,5 @@ async fn bench() {
     println!("grew to {PODS_FOR_FOOTPRINT} pods in {:.1} s", growing.elapsed().as_secs_f64());
     settle(&pids).await;
     print_footprints(&stack, "at 10,000 pods / 500 policies");
-    let _ = BTreeMap::<(), ()>::new();
     drop(stack);
 }
