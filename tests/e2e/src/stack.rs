@@ -431,7 +431,7 @@ impl Stack {
         for ip in &agent.node_ips {
             command.args(["--node-ip", &ip.to_string()]);
         }
-        Process::spawn(&format!("agent {}", agent.node), command, &agent.log)
+        Ok(Process::spawn(&format!("agent {}", agent.node), command, &agent.log)?)
     }
 
     fn agent_index(&self, node: &str) -> Result<usize> {

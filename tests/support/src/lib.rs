@@ -74,3 +74,4 @@ pub use control_plane::{APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions,
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
 pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};
+pub use process::{ManagedProcess, log_tail};

@@ -35,11 +35,16 @@ fn process_name(pid: u32) -> Option<String> {
 
 /// SIGKILLs process group `pgid` (whose leader is `pgid`).
 pub(crate) fn kill_group(pgid: u32) {
+    signal_group(pgid, libc::SIGKILL);
+}
+
+/// Sends `signal` to process group `pgid` (whose leader is `pgid`).
+fn signal_group(pgid: u32, signal: libc::c_int) {
     if let Ok(pgid) = libc::pid_t::try_from(pgid)
         && pgid > 1
     {
         // SAFETY: negative pid addresses the process group; pgid > 1 so never "all processes".
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        unsafe { libc::kill(-pgid, signal) };
     }
 }
 
@@ -124,8 +129,10 @@ pub(crate) fn reap_dead_owners() {
     }
 }
 
-/// A child running in its own process group, output appended to a log file.
-pub(crate) struct ManagedProcess {
+/// A child running in its own process group, output appended to a log file. Harnesses built on
+/// the testkit (the e2e stack's operators and agents) use it too, so every process a test starts
+/// is fenced the same way.
+pub struct ManagedProcess {
     name: String,
     child: Child,
     log: PathBuf,
@@ -152,6 +159,16 @@ impl ManagedProcess {
         let spawned = crate::keeper::on_keeper(move || command.spawn());
         let child = spawned.map_err(|source| Error::Spawn { program: program.clone(), source })?;
         Ok(ManagedProcess { name: name.to_string(), child, log: log.to_path_buf() })
+    }
+
+    /// The name given at spawn, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
     }
 
     /// The kernel's short name for the program (what `/proc/<pid>/comm` shows after exec).
@@ -182,6 +199,21 @@ impl ManagedProcess {
         }
     }
 
+    /// SIGTERM to the group (a graceful stop, as a rollout would send), then SIGKILL if it has not
+    /// exited within `grace`.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        signal_group(self.child.id(), libc::SIGTERM);
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    /// SIGKILL to the whole group: a crash, as far as the rest of the cluster can tell.
     pub fn kill(&mut self) {
         kill_group(self.child.id());
         let _ = self.child.kill();
@@ -196,7 +228,7 @@ impl Drop for ManagedProcess {
 }
 
 /// The last `lines` lines of a log file (for error messages).
-pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
