@@ -25,8 +25,8 @@
 //!   TokenReview sees the node;
 //! * agents run in the root network namespace and program their node's (`--netns`).
 //!
-//! `palisade` is found as `$PALISADE_BIN`, next to the test executable, or built with
-//! `cargo build -p palisade-cli` (see [`process::palisade_binary`]). Needs root, iproute2,
+//! `palisade` is found as `$PALISADE_BIN` or next to the test executable, where
+//! `cargo test --workspace` builds it (see [`process::palisade_binary`]). Needs root, iproute2,
 //! iptables and `KUBEBUILDER_ASSETS`, like the testkit.
 
 pub mod cluster;

@@ -788,57 +788,13 @@ fn pod_index(host_veth: &str) -> u32 {
     host_veth.trim_start_matches("pv").parse().unwrap_or(0)
 }
 
-/// Path of the `palisade-probe` binary. Looks, in order, at `$PALISADE_PROBE_BIN`, next to the
-/// running executable and one directory up (cargo puts test executables in `target/<profile>/deps`
-/// and binaries in `target/<profile>`), and otherwise builds it with cargo into
-/// `target/palisade-probe-fallback` (a separate target dir, so it never waits on the lock of the
-/// `cargo test` that is running us).
+/// Path of the `palisade-probe` binary: `$PALISADE_PROBE_BIN`, else the one `cargo test` built
+/// next to the running test executable (see [`workspace_binary`]).
 pub fn probe_binary() -> Result<PathBuf> {
     static FOUND: OnceLock<PathBuf> = OnceLock::new();
     if let Some(found) = FOUND.get() {
         return Ok(found.clone());
     }
-    let found = locate_or_build_probe()?;
+    let found = workspace_binary("palisade-probe", "PALISADE_PROBE_BIN", "palisade-testkit")?;
     Ok(FOUND.get_or_init(|| found).clone())
-}
-
-fn locate_or_build_probe() -> Result<PathBuf> {
-    const NAME: &str = "palisade-probe";
-    if let Some(path) = std::env::var_os("PALISADE_PROBE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(io_at("current_exe"))?;
-    let mut candidates = Vec::new();
-    let mut dir = exe.parent();
-    for _ in 0..2 {
-        if let Some(d) = dir {
-            candidates.push(d.join(NAME));
-            dir = d.parent();
-        }
-    }
-    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
-        return Ok(found.clone());
-    }
-    // target/<profile>/deps/<exe> -> target
-    let profile_dir = exe.parent().and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) });
-    let target_dir = profile_dir.and_then(Path::parent);
-    if let Some(target_dir) = target_dir {
-        let fallback = target_dir.join("palisade-probe-fallback");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--bin", NAME, "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&fallback)
-            .status();
-        let built = fallback.join("debug").join(NAME);
-        if matches!(status, Ok(s) if s.success()) && built.is_file() {
-            return Ok(built);
-        }
-        candidates.push(built);
-    }
-    Err(Error::ProbeBinaryMissing {
-        searched: candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
-    })
 }

@@ -50,10 +50,10 @@ pub enum Error {
     Netns { namespace: String, source: std::io::Error },
 
     #[error(
-        "palisade-probe binary not found (looked in {searched}); build it with \
-         `cargo build -p palisade-testkit --bin palisade-probe` or set PALISADE_PROBE_BIN"
+        "{binary} not found (looked in {searched}); build it with `cargo build -p {package} --bin {binary}` \
+         (`make test` does) or set {env}"
     )]
-    ProbeBinaryMissing { searched: String },
+    BinaryMissing { binary: String, package: String, env: String, searched: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

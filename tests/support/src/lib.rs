@@ -48,8 +48,8 @@
 //!
 //! ## Locating `palisade-probe`
 //! See [`probe_binary`]: `$PALISADE_PROBE_BIN`, else next to the test executable (cargo builds the
-//! package's binaries for its integration tests and for `cargo test --workspace`), else a fallback
-//! `cargo build` into a separate target dir.
+//! package's binaries for its integration tests and for `cargo test --workspace`); see
+//! [`workspace_binary`].
 //!
 //! ## Requirements
 //! Network-namespace features need root, `ip` (iproute2) and `iptables`; they fail with
@@ -74,4 +74,4 @@ pub use control_plane::{APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions,
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
 pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};
-pub use process::{ManagedProcess, log_tail};
+pub use process::{ManagedProcess, log_tail, workspace_binary};

@@ -16,6 +16,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result, io_at};
 
+/// Path of a binary of this workspace: `$<env>`, else the one cargo built next to the running
+/// executable or one directory up (test executables live in `target/<profile>/deps`, binaries in
+/// `target/<profile>`). `cargo test --workspace` builds every binary whose package has integration
+/// tests, so nothing is built here: a second build would need its own target dir (the running
+/// `cargo test` holds the lock) and doubles the disk a CI run needs.
+pub fn workspace_binary(binary: &str, env: &str, package: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(io_at("current_exe"))?;
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(binary)).collect();
+    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(found.clone());
+    }
+    Err(Error::BinaryMissing {
+        binary: binary.to_owned(),
+        package: package.to_owned(),
+        env: env.to_owned(),
+        searched: candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
 /// Where owners record what to clean up if they die without running their destructors.
 pub(crate) fn state_dir() -> PathBuf {
     std::env::temp_dir().join("palisade-testkit-state")
