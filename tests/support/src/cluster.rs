@@ -19,7 +19,7 @@ use crate::error::{Error, Result, io_at};
 use crate::matrix::{Reachability, ReachabilityCell};
 use crate::netns::{self, delete_namespaces, ip_batch, require_root, sweep_dead_namespaces, sysctl};
 use crate::probe::{DEFAULT_PROBE_TIMEOUT, Protocol, ProbeOutcome, probe_blocking};
-use crate::process::{ManagedProcess, log_tail};
+use crate::process::{ManagedProcess, log_tail, workspace_binary};
 
 /// IPv4 or IPv6: every pod and node has one address of each.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
