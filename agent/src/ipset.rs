@@ -25,12 +25,17 @@ use crate::render::{Family, isolation_set};
 
 /// Sets grow in powers of two from here; crossing it changes the header and triggers a swap.
 const MIN_MAXELEM: u32 = 65536;
+/// The kernel raises a smaller `list:set` size to 4; 8 is ipset's default.
+const MIN_LIST_SIZE: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetType {
     HashIp,
     HashNet,
     HashIpPort,
+    /// A union of other sets of one family (`list:set`): a network-policy tier matches all the
+    /// peer groups allowed on one port in one rule.
+    ListSet,
 }
 
 impl SetType {
@@ -39,6 +44,7 @@ impl SetType {
             SetType::HashIp => "hash:ip",
             SetType::HashNet => "hash:net",
             SetType::HashIpPort => "hash:ip,port",
+            SetType::ListSet => "list:set",
         }
     }
 
@@ -48,6 +54,7 @@ impl SetType {
             SetType::HashIp => 'a',
             SetType::HashNet => 'n',
             SetType::HashIpPort => 'p',
+            SetType::ListSet => 'u',
         }
     }
 }
@@ -65,6 +72,8 @@ pub enum Member {
         protocol: Protocol,
         port: u16,
     },
+    /// A member set of a `list:set`, by name.
+    Set(String),
 }
 
 impl fmt::Display for Member {
@@ -82,6 +91,7 @@ impl fmt::Display for Member {
             Member::IpPort { ip, protocol, port } => {
                 write!(f, "{ip},{}:{port}", protocol_text(*protocol))
             }
+            Member::Set(name) => write!(f, "{name}"),
         }
     }
 }
@@ -111,13 +121,16 @@ impl SetSpec {
         family: Family,
         members: BTreeSet<Member>,
     ) -> SetSpec {
-        let wanted = u32::try_from(members.len())
-            .unwrap_or(u32::MAX)
-            .saturating_mul(2);
-        let maxelem = wanted
-            .checked_next_power_of_two()
-            .unwrap_or(u32::MAX)
-            .max(MIN_MAXELEM);
+        let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        let maxelem = match set_type {
+            // A list's members are fixed by its content-addressed name: room for exactly them.
+            SetType::ListSet => count.max(MIN_LIST_SIZE),
+            _ => count
+                .saturating_mul(2)
+                .checked_next_power_of_two()
+                .unwrap_or(u32::MAX)
+                .max(MIN_MAXELEM),
+        };
         SetSpec {
             name,
             set_type,
@@ -128,6 +141,9 @@ impl SetSpec {
     }
 
     fn create_line(&self, name: &str) -> String {
+        if self.set_type == SetType::ListSet {
+            return format!("create {name} list:set size {}", self.maxelem);
+        }
         format!(
             "create {name} {} family {} maxelem {}",
             self.set_type.ipset_type(),
@@ -137,8 +153,9 @@ impl SetSpec {
     }
 
     fn header_matches(&self, kernel: &KernelSet) -> bool {
+        // `ipset save` shows no family for a list (its members carry it) and calls maxelem "size".
         kernel.set_type == self.set_type.ipset_type()
-            && kernel.family == self.family.ipset_family()
+            && (self.set_type == SetType::ListSet || kernel.family == self.family.ipset_family())
             && kernel.maxelem == Some(self.maxelem)
             && kernel.parsed_all_members
     }
@@ -159,10 +176,17 @@ impl DesiredIpSets {
         self.sets.insert(spec.name.clone(), spec);
     }
 
+    /// Every set, lists after the sets they hold: a list can only be filled with sets that exist.
+    pub fn in_creation_order(&self) -> impl Iterator<Item = &SetSpec> {
+        let (lists, plain): (Vec<&SetSpec>, Vec<&SetSpec>) =
+            self.sets.values().partition(|spec| spec.set_type == SetType::ListSet);
+        plain.into_iter().chain(lists)
+    }
+
     /// `ipset restore` text creating and filling every set (what a from-scratch install writes).
     pub fn restore_text(&self) -> String {
         let mut text = String::new();
-        for spec in self.sets.values() {
+        for spec in self.in_creation_order() {
             text.push_str(&spec.create_line(&spec.name));
             text.push('\n');
             for member in &spec.members {
@@ -261,7 +285,9 @@ pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
                     KernelSet {
                         set_type,
                         family: option("family").unwrap_or("inet").to_string(),
-                        maxelem: option("maxelem").and_then(|value| value.parse().ok()),
+                        maxelem: option("maxelem")
+                            .or_else(|| option("size"))
+                            .and_then(|value| value.parse().ok()),
                         members: BTreeSet::new(),
                         parsed_all_members: true,
                     },
@@ -320,6 +346,7 @@ fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
                 port: port.parse().ok()?,
             })
         }
+        "list:set" => Some(Member::Set(first.to_string())),
         _ => None,
     }
 }
@@ -363,7 +390,8 @@ pub fn is_isolation_set(name: &str) -> bool {
 
 pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet>) -> IpSetChanges {
     let mut changes = IpSetChanges::default();
-    for (name, spec) in &desired.sets {
+    for spec in desired.in_creation_order() {
+        let name = &spec.name;
         let isolation = is_isolation_set(name);
         match kernel.get(name) {
             None => {
@@ -411,7 +439,12 @@ pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet
             }
         }
     }
-    for name in kernel.keys().filter(|name| !desired.contains(name)) {
+    // A set cannot be destroyed while a list holds it: lists go first.
+    let (lists, plain): (Vec<_>, Vec<_>) = kernel
+        .iter()
+        .filter(|(name, _)| !desired.contains(name))
+        .partition(|(_, set)| set.set_type == SetType::ListSet.ipset_type());
+    for (name, _) in lists.into_iter().chain(plain) {
         changes.sets_destroyed += 1;
         changes.destroy.push_str(&format!("destroy {name}\n"));
     }

@@ -21,9 +21,12 @@
 //!   -j MARK --set-xmark 0/M                    M = RenderConfig::mark, the only bit we use
 //!   -s <own ip> -j RETURN                      loopback / hairpin
 //!   admin:    -j PAL-R-<set> ; mark M -j RETURN      per admin set (or -j PAL-IA-<pod>, see Pass)
-//!   NP:       -j PAL-R-<set> ; mark M -j RETURN      per NP set, then -j DROP
+//!   NP:       -g PAL-NI-<hash(NP sets)>              when a NetworkPolicy isolates the pod
 //!   baseline: -j PAL-R-<set> ; mark M -j RETURN      per baseline set (only when there is no NP tier)
 //!   (fall through = RETURN = allowed)
+//! PAL-NI-<hash(NP sets)>                       shared by every pod isolated by exactly these sets
+//!   <peer union> <ports> -j RETURN                 one rule per distinct port match
+//!   -j DROP
 //! PAL-R-<rule set>                             shared by every pod the set applies to
 //!   <peer ipset> <ports> -j MARK --set-xmark M/M   Accept and Pass
 //!   <peer ipset> <ports> -j DROP                   Deny
@@ -39,6 +42,15 @@
 //! tier: the pod chain then sees mark set = accepted, mark clear = go on to the NP tier. The replay
 //! costs only the first packet of flows decided by such a set. The baseline tier needs no replay:
 //! Accept, Pass and no match all end in "allowed".
+//!
+//! # The NetworkPolicy tier is one union
+//! NetworkPolicy rules only allow, so their order does not matter. Their (peer, port) terms are
+//! bucketed by port match, and each bucket's peer groups are matched at once: one set, or a
+//! `list:set` `pal4-u-<hash(members)>` of them (a nomatch in one member does not stop the next
+//! from matching, exactly a union). The first packet of a connection then walks one rule per
+//! distinct port match instead of three per policy; adding a policy whose ports already have a
+//! bucket changes a list, not the pod's chain. Admin and baseline tiers stay ordered chains: there
+//! the first match decides.
 //!
 //! # Peers and ports
 //! Groups become content-addressed ipsets named from the [`GroupId`]: `pal4-a-<id>` (`hash:ip`),
@@ -279,6 +291,19 @@ fn rule_set_chain(id: &RuleSetId) -> String {
     format!("PAL-R-{}", id16(&id.0))
 }
 
+fn network_policy_tier_chain(sets: &[RuleSetId], direction: Direction) -> String {
+    let letter = direction_letter(direction);
+    let ids: Vec<&str> = sets.iter().map(|id| id.0.as_str()).collect();
+    format!("PAL-N{letter}-{}", short_hash(&ids.join(",")))
+}
+
+/// A union is named by its members, so its membership never changes: a different union is a
+/// different set.
+fn union_set_name(family: Family, members: &BTreeSet<Member>) -> String {
+    let names: Vec<String> = members.iter().map(Member::to_string).collect();
+    format!("{}{}-{}", family.set_prefix(), SetType::ListSet.letter(), short_hash(&names.join(",")))
+}
+
 fn pass_replay_chain(id: &RuleSetId) -> String {
     format!("PAL-RP-{}", id16(&id.0))
 }
@@ -493,8 +518,8 @@ impl FamilyRenderer<'_> {
         }
         match &plan_for.network_policy {
             Some(sets) => {
-                self.push_tier_inline(chain, sets, &accepted_return);
-                self.push(chain, "-j DROP");
+                let tier = self.ensure_network_policy_tier(sets, direction);
+                self.push(chain, format!("-g {tier}"));
             }
             None => self.push_tier_inline(chain, &plan_for.baseline, &accepted_return),
         }
@@ -560,6 +585,83 @@ impl FamilyRenderer<'_> {
         chain
     }
 
+    /// The network-policy tier of every pod isolated by exactly these rule sets; returns its name.
+    ///
+    /// NetworkPolicy rules only allow, so their order is irrelevant and the tier is one union: the
+    /// rules are bucketed by port match, and each bucket matches the union of its peer groups in a
+    /// single rule (one `list:set` when there are several). A new connection then costs one rule
+    /// per distinct port match, not one per policy. Entered by goto: `RETURN` allows, the final
+    /// `DROP` denies.
+    fn ensure_network_policy_tier(&mut self, sets: &[RuleSetId], direction: Direction) -> String {
+        let chain = network_policy_tier_chain(sets, direction);
+        if self.chains.contains_key(&chain) {
+            return chain;
+        }
+        self.chains.insert(chain.clone(), Vec::new());
+        let side = peer_side(direction);
+        let mut buckets: BTreeMap<String, PeerUnion> = BTreeMap::new();
+        for id in sets {
+            let Some(set) = self.rule_set(id).cloned() else {
+                continue;
+            };
+            // Only Accept is meaningful here (the plan's contract); anything else allows nothing.
+            for rule in set.rules.iter().filter(|rule| rule.action == Action::Accept) {
+                let ports = match &rule.ports {
+                    PortMatch::Any => vec![String::new()],
+                    PortMatch::AnyOf(entries) => self.port_alternatives(entries),
+                };
+                for port in ports {
+                    let union = buckets.entry(port).or_default();
+                    match &rule.peers {
+                        PeerMatch::Any => union.any = true,
+                        PeerMatch::AnyOf(groups) => {
+                            for id in groups {
+                                match self.ensure_group_set(id) {
+                                    (name, SetType::HashIpPort) => {
+                                        union.separate.insert(format!("-m set --match-set {name} {side},dst"));
+                                    }
+                                    (name, _) => {
+                                        union.sets.insert(name);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (port, union) in buckets {
+            for peer in self.union_matches(union, side) {
+                self.push(&chain, join_spec(&join_matches(&peer, &port), "-j RETURN"));
+            }
+        }
+        self.push(&chain, "-j DROP");
+        chain
+    }
+
+    /// The peer matches of one bucket: nothing (any peer), one set, or a list of the sets.
+    fn union_matches(&mut self, union: PeerUnion, side: &str) -> Vec<String> {
+        if union.any {
+            return vec![String::new()];
+        }
+        let mut matches = Vec::with_capacity(1 + union.separate.len());
+        let mut sets = union.sets.into_iter();
+        match (sets.next(), sets.next()) {
+            (None, _) => {}
+            (Some(only), None) => matches.push(format!("-m set --match-set {only} {side}")),
+            (Some(first), Some(second)) => {
+                let members: BTreeSet<Member> =
+                    [first, second].into_iter().chain(sets).map(Member::Set).collect();
+                let name = union_set_name(self.family, &members);
+                self.ipsets
+                    .insert(SetSpec::new(name.clone(), SetType::ListSet, self.family, members));
+                matches.push(format!("-m set --match-set {name} {side}"));
+            }
+        }
+        matches.extend(union.separate);
+        matches
+    }
+
     /// The Pass replay chain: Accept keeps the mark and leaves, Pass clears it (see module doc).
     fn ensure_pass_replay(&mut self, id: &RuleSetId) -> String {
         let chain = pass_replay_chain(id);
@@ -585,10 +687,7 @@ impl FamilyRenderer<'_> {
 
     /// The match parts of a rule: cross product of peer alternatives and port alternatives.
     fn expand_rule(&mut self, rule: &Rule, direction: Direction) -> Vec<String> {
-        let peer_side = match direction {
-            Direction::Ingress => "src",
-            Direction::Egress => "dst",
-        };
+        let peer_side = peer_side(direction);
         let peers: Vec<String> = match &rule.peers {
             PeerMatch::Any => vec![String::new()],
             PeerMatch::AnyOf(groups) => {
@@ -697,6 +796,25 @@ impl FamilyRenderer<'_> {
                 .insert(SetSpec::new(name.clone(), set_type, self.family, members));
         }
         (name, set_type)
+    }
+}
+
+/// The peers allowed on one port match of a network-policy tier.
+#[derive(Default)]
+struct PeerUnion {
+    /// Some rule allows every peer.
+    any: bool,
+    /// Address and network sets, matched together.
+    sets: BTreeSet<String>,
+    /// Matches that cannot join a union (`hash:ip,port` peers need two dimensions).
+    separate: BTreeSet<String>,
+}
+
+/// The packet side a peer is on: the source of ingress, the destination of egress.
+fn peer_side(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "src",
+        Direction::Egress => "dst",
     }
 }
 

@@ -157,7 +157,7 @@ async fn check_and_repair_fixes_flushed_chains_hooks_and_strays() {
     assert_eq!(clean.differences(), 0);
     assert_eq!(applier.metrics().repairs, 0);
 
-    netns.sh("iptables -F PAL-R-b000000000000001");
+    netns.sh("iptables -F PAL-R-c000000000000001");
     netns.sh("iptables -D FORWARD 1"); // our hook
     netns.sh("ip6tables -A PAL-INGRESS -j ACCEPT");
     netns.sh("iptables -N PAL-STRAY && iptables -A PAL-STRAY -j ACCEPT");

@@ -5,6 +5,8 @@ use common::*;
 use palisade_agent::render;
 use palisade_engine::plan::Group;
 
+const MORE_CLIENTS: &str = "00000000000c1e48";
+
 #[test]
 fn sample_plan_renders_stable_ipv4_text() {
     let rendered = render(&sample_plan(), &render_config());
@@ -86,4 +88,38 @@ fn empty_plan_renders_only_the_skeleton() {
         4,
         "isolation sets per family and direction"
     );
+}
+
+#[test]
+fn network_policies_on_the_same_ports_share_one_rule() {
+    use palisade_agent::ipset::SetType;
+    use palisade_engine::model::PolicyKind;
+    use palisade_engine::plan::{Action, Direction, PeerMatch, PortMatch};
+
+    let mut plan = sample_plan();
+    let second = rsid("b000000000000002");
+    plan.rule_sets.insert(
+        second.clone(),
+        rule_set(
+            PolicyKind::NetworkPolicy,
+            "web-ingress-more",
+            Direction::Ingress,
+            vec![rule(0, Action::Accept, PeerMatch::AnyOf(vec![gid(MORE_CLIENTS)]), PortMatch::AnyOf(vec![tcp(80, 80), tcp(443, 443), tcp(8000, 8100)]))],
+        ),
+    );
+    plan.groups.insert(gid(MORE_CLIENTS), Group::Addresses([ip("198.18.3.1")].into()));
+    if let Some(web) = plan.pods.get_mut(&pod("default", "web")) {
+        web.ingress.network_policy = Some(vec![rsid(NP_INGRESS), second]);
+    }
+    let rendered = render(&plan, &render_config());
+    let tiers: Vec<_> = rendered.v4.chains.iter().filter(|(name, _)| name.starts_with("PAL-NI-")).collect();
+    assert_eq!(tiers.len(), 1, "one network-policy tier for web");
+    let (_, rules) = tiers[0];
+    // The named-port rule, the union for the shared ports, the closing DROP: three, not one per policy.
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    let union = rules.iter().find(|rule| rule.spec.contains("--dports 80,443,8000:8100")).expect("shared ports rule");
+    let list_name = union.spec.split_whitespace().nth(3).expect("set name").to_string();
+    let list = &rendered.ipsets.sets[&list_name];
+    assert_eq!(list.set_type, SetType::ListSet);
+    assert_eq!(list.members.len(), 3, "both policies' peer groups: {:?}", list.members);
 }
