@@ -61,6 +61,40 @@ async fn ip_block_with_except_in_both_families() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_policies_on_one_pod_allow_their_union() {
+    // The agent folds these into one rule per port: x/a (on n1) is carved out of the ipBlock by
+    // its except, yet still allowed by the pod selector of another policy on the same port.
+    let selects_y_a = || labels(&[("pod", "a")]);
+    let policies = [
+        network_policy(
+            "y",
+            "cidr-except-n1",
+            selects_y_a(),
+            &[PolicyType::Ingress],
+            vec![np_rule(vec![ip_block("198.18.0.0/16", &["198.18.1.0/24"])], vec![port(Protocol::Tcp, 80)])],
+            vec![],
+        ),
+        network_policy(
+            "y",
+            "from-x-a",
+            selects_y_a(),
+            &[PolicyType::Ingress],
+            vec![np_rule(vec![from_pods(labels(&[("ns", "x")]), labels(&[("pod", "a")]))], vec![port(Protocol::Tcp, 80)])],
+            vec![],
+        ),
+        network_policy(
+            "y",
+            "from-z-on-both-ports",
+            selects_y_a(),
+            &[PolicyType::Ingress],
+            vec![np_rule(vec![from_namespaces(labels(&[("ns", "z")]))], vec![port(Protocol::Tcp, 80), port(Protocol::Tcp, 81)])],
+            vec![],
+        ),
+    ];
+    enforce_and_compare(&policies, &[(TCP_80, Family::V4), (TCP_81, Family::V4), (TCP_80, Family::V6)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_ports_for_ingress_and_egress() {
     let policies = [
         network_policy(
