@@ -26,9 +26,16 @@ test:
 crds:
 	cargo run --quiet -p palisade-crds --bin crdgen -- crds/manifests
 
+# Benchmarks print figures (never assert times). The dataplane and end-to-end benches spawn the
+# probe and palisade binaries, built here in the release profile next to the bench executables.
 .PHONY: bench
 bench:
-	cargo bench -p palisade-engine
+	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
+	  cargo build --release --locked -p palisade-testkit -p palisade-cli --bins && \
+	  cargo bench --locked -p palisade-engine && \
+	  cargo bench --locked -p palisade-agent && \
+	  cargo bench --locked -p palisade-dataplane-tests && \
+	  KUBEBUILDER_ASSETS=$$assets cargo bench --locked -p palisade-e2e
 
 .PHONY: demo
 demo: ## a real control plane, namespace-built nodes, operator and agents; policies applied live

@@ -2,11 +2,12 @@
 //!
 //! Each sync reads the kernel back, so it doubles as drift repair, and runs in this order:
 //! 1. one `ipset restore -exist` batch that can only tighten: create and fill missing sets, add
-//!    members to the isolation sets (`pal4-iso-in`, ...);
+//!    members to sets that only deny (isolation sets, Deny rules), remove members from sets that
+//!    only allow (Accept rules, network-policy unions);
 //! 2. one `iptables-restore --noflush` transaction per family, declaring only our chains, rewriting
 //!    only chains whose `pal:` hashes differ, deleting our orphans and fixing our hook rules;
-//! 3. only once every family committed: one batch with the rest of the set changes (member add/del
-//!    of the other existing sets, swaps of rebuilt sets, removals from the isolation sets);
+//! 3. only once every family committed: one batch with the rest of the set changes (additions to
+//!    sets that allow, removals from sets that deny, swaps of rebuilt sets);
 //! 4. one batch destroying our sets nothing refers to any more.
 //!
 //! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written.
@@ -14,35 +15,33 @@
 //! # Why this order
 //! A failed restore changes nothing in that table (both tools apply a batch atomically); the error
 //! names the rejected line and the caller retries with backoff. A rejected sync stops after step 2,
-//! so what stays in force is the previous plan's rules with the previous plan's members, plus:
+//! so what stays in force is the previous plan's rules, tightened by step 1:
 //! - new sets: referenced only by the rejected rules (names are content-addressed by the group
 //!   definition), so nothing matches them: inert;
 //! - extra isolation members: a newly isolated pod has no `PAL-I-` chain in the old rules, so its
 //!   dispatch reaches the final `-j DROP`: that pod fails closed (loses traffic the old plan
-//!   allowed) until a sync succeeds. Never open.
+//!   allowed) until a sync succeeds. Never open;
+//! - fewer members in sets that only allow, more in sets that only deny: less is allowed.
 //!
 //! If one family commits and the other is rejected, step 3 is skipped too: the committed family runs
-//! the new rules against the old members (see the window below) until the retry succeeds.
+//! the new rules against members that are, again, only tighter than the new plan's.
 //!
-//! Between steps 2 and 3 (one `ipset restore` round trip) the new rules run against the old plan's
-//! members of the sets that already existed. For the isolation sets this is a union of both plans:
-//! a pod the new plan un-isolates still goes to dispatch, finds no chain and is dropped (closed).
-//! For peer sets it is the state "new policies, peers as they were": the plan that would result had
-//! the policy change been processed before the pod churn batched into the same sync. No order of
-//! non-atomic steps removes every mixed state: running the other member changes before iptables
-//! gives "old rules, new peers" instead, and a set in an allow role widens under either mix (a peer
-//! leaving group G while a new rule starts allowing G; a peer joining G while an old rule allowing
-//! G is removed). We keep the mix on the success path only, where it lasts one round trip, and never
-//! leave it behind on a rejection, where it would last until the next successful sync. Closing the
-//! window completely needs role-aware ordering (remove from allow-only sets and add to deny-only
-//! sets before iptables, the rest after), which the applier does not do.
+//! On the success path, while the old rules run (before step 2) every set change made so far can
+//! only tighten them, and while the new rules run (until step 3 lands) every change still missing
+//! can only tighten them. So no packet passes that both the old and the new plan deny. A set's
+//! roles are those of the old rules and the new together ([`SetRoles`]); a set with both roles
+//! (Pass, or Accept and Deny at once), or whose old role is unknown (the first sync after a
+//! start), gets every member change in step 3, and there new rules can briefly (one `ipset
+//! restore` round trip) see its old members.
 //!
 //! Dropping the applier or stopping the agent leaves every rule in force: the node fails static,
 //! never open. Only [`Applier::cleanup`] removes what we own.
 
+use std::collections::BTreeMap;
+
 use crate::drift::{self, TableChanges};
 use crate::exec::{Binaries, ExecError, Runner, blamed_line};
-use crate::ipset::{self, DesiredIpSets, IpSetChanges};
+use crate::ipset::{self, DesiredIpSets, IpSetChanges, SetRoles};
 use crate::render::{DesiredTable, Family, Rendered};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +147,9 @@ pub struct Applier {
     runner: Runner,
     metrics: Metrics,
     injected_fault: Option<String>,
+    /// What each set was used for by the rules now in the kernel; empty (unknown) after a start
+    /// or a failed reconcile. Decides which member changes may run before iptables.
+    set_roles: BTreeMap<String, SetRoles>,
 }
 
 impl Applier {
@@ -161,6 +163,7 @@ impl Applier {
             runner,
             metrics: Metrics::default(),
             injected_fault: None,
+            set_roles: BTreeMap::new(),
         }
     }
 
@@ -233,7 +236,8 @@ impl Applier {
         );
         let (saved_sets, saved_v4, saved_v6) = (saved_sets?, saved_v4?, saved_v6?);
 
-        let set_changes = ipset::plan_changes(desired_sets, &ipset::parse_save(&saved_sets));
+        let previous_roles = std::mem::take(&mut self.set_roles);
+        let set_changes = ipset::plan_changes(desired_sets, &ipset::parse_save(&saved_sets), &previous_roles);
         report.add_ipsets(&set_changes);
 
         let mut transactions: Vec<(Family, String)> = Vec::new();
@@ -301,6 +305,7 @@ impl Applier {
         if !set_changes.destroy.is_empty() {
             self.ipset_restore(&set_changes.destroy).await?;
         }
+        self.set_roles = desired_sets.roles();
         self.metrics.lines_written += report.iptables_lines as u64;
         self.metrics.ipset_lines_written += report.ipset_lines as u64;
         tracing::debug!(?report, "dataplane reconciled");

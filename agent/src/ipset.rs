@@ -7,11 +7,16 @@
 //! The changes come as three batches, so that a rejected iptables transaction loosens nothing (see
 //! the ordering in `apply.rs`):
 //! - [`IpSetChanges::before`] (before iptables): create and fill missing sets (only new rules refer
-//!   to them, so they are inert until iptables commits) and add members to the isolation sets
-//!   (isolating more only makes dispatch fail closed);
-//! - [`IpSetChanges::after`] (after iptables committed): member changes of every other existing set,
-//!   swaps of rebuilt sets, removals from the isolation sets;
+//!   to them, so they are inert until iptables commits), and the member changes that can only
+//!   tighten under the old rules and the new: additions to sets that only deny (isolation sets,
+//!   Deny rules), removals from sets that only allow (Accept rules, network-policy unions);
+//! - [`IpSetChanges::after`] (after iptables committed): the other member changes (they can only
+//!   tighten against the new rules until they land), swaps of rebuilt sets;
 //! - [`IpSetChanges::destroy`]: destroy sets nothing refers to any more.
+//!
+//! So while rules and members change together, no packet passes that both the old and the new
+//! state deny. A set with both roles (Pass, or Accept and Deny at once) gets every change after
+//! iptables; there a new rule can briefly see the set's old members.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -105,6 +110,37 @@ fn protocol_text(protocol: Protocol) -> &'static str {
     }
 }
 
+/// How a set's members can move a verdict, which decides when a member change is safe to make
+/// while the rules referring to the set are being replaced (see [`plan_changes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetRoles {
+    /// A member can be allowed by it (Accept rules, network-policy unions, Pass).
+    pub allows: bool,
+    /// A member can be denied or judged further by it (Deny rules, isolation sets, Pass).
+    pub denies: bool,
+}
+
+impl SetRoles {
+    pub const ALLOWS: SetRoles = SetRoles { allows: true, denies: false };
+    pub const DENIES: SetRoles = SetRoles { allows: false, denies: true };
+    /// Pass, or a set whose earlier use is not known: any change may loosen something.
+    pub const BOTH: SetRoles = SetRoles { allows: true, denies: true };
+
+    pub fn union(self, other: SetRoles) -> SetRoles {
+        SetRoles { allows: self.allows || other.allows, denies: self.denies || other.denies }
+    }
+
+    /// Adding a member can only deny more.
+    fn additions_only_tighten(self) -> bool {
+        !self.allows
+    }
+
+    /// Removing a member can only allow less: the packets it changes were allowed by the set.
+    fn removals_only_tighten(self) -> bool {
+        !self.denies
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetSpec {
     pub name: String,
@@ -112,6 +148,8 @@ pub struct SetSpec {
     pub family: Family,
     pub maxelem: u32,
     pub members: BTreeSet<Member>,
+    /// What the rules of this render use the set for.
+    pub roles: SetRoles,
 }
 
 impl SetSpec {
@@ -137,7 +175,13 @@ impl SetSpec {
             family,
             maxelem,
             members,
+            roles: SetRoles::default(),
         }
+    }
+
+    pub fn with_roles(mut self, roles: SetRoles) -> SetSpec {
+        self.roles = roles;
+        self
     }
 
     fn create_line(&self, name: &str) -> String {
@@ -174,6 +218,18 @@ impl DesiredIpSets {
 
     pub fn insert(&mut self, spec: SetSpec) {
         self.sets.insert(spec.name.clone(), spec);
+    }
+
+    /// Records one more use of a set already inserted.
+    pub fn add_roles(&mut self, name: &str, roles: SetRoles) {
+        if let Some(spec) = self.sets.get_mut(name) {
+            spec.roles = spec.roles.union(roles);
+        }
+    }
+
+    /// The roles of every set, remembered by the applier for the next reconcile.
+    pub fn roles(&self) -> BTreeMap<String, SetRoles> {
+        self.sets.iter().map(|(name, spec)| (name.clone(), spec.roles)).collect()
     }
 
     /// Every set, lists after the sets they hold: a list can only be filled with sets that exist.
@@ -388,11 +444,20 @@ pub fn is_isolation_set(name: &str) -> bool {
     })
 }
 
-pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet>) -> IpSetChanges {
+/// `previous_roles`: the roles each set had under the rules now in the kernel. A set missing there
+/// (the agent's first reconcile) counts as [`SetRoles::BOTH`], except the isolation sets, whose
+/// role never changes.
+pub fn plan_changes(
+    desired: &DesiredIpSets,
+    kernel: &BTreeMap<String, KernelSet>,
+    previous_roles: &BTreeMap<String, SetRoles>,
+) -> IpSetChanges {
     let mut changes = IpSetChanges::default();
     for spec in desired.in_creation_order() {
         let name = &spec.name;
         let isolation = is_isolation_set(name);
+        let known = if isolation { SetRoles::DENIES } else { SetRoles::BOTH };
+        let roles = spec.roles.union(previous_roles.get(name).copied().unwrap_or(known));
         match kernel.get(name) {
             None => {
                 changes.sets_created += 1;
@@ -417,7 +482,7 @@ pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet
                     .push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
             }
             Some(current) => {
-                let adds = if isolation {
+                let adds = if roles.additions_only_tighten() {
                     &mut changes.before
                 } else {
                     &mut changes.after
@@ -432,9 +497,12 @@ pub fn plan_changes(desired: &DesiredIpSets, kernel: &BTreeMap<String, KernelSet
                         continue; // only the nomatch flag changed: the add above (with -exist) updated it
                     }
                     changes.members_removed += 1;
-                    changes
-                        .after
-                        .push_str(&format!("del {name} {}\n", member_key(member)));
+                    let removes = if roles.removals_only_tighten() {
+                        &mut changes.before
+                    } else {
+                        &mut changes.after
+                    };
+                    removes.push_str(&format!("del {name} {}\n", member_key(member)));
                 }
             }
         }

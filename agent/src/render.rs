@@ -76,7 +76,7 @@ use palisade_engine::plan::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::ipset::{DesiredIpSets, Member, SetSpec, SetType};
+use crate::ipset::{DesiredIpSets, Member, SetRoles, SetSpec, SetType};
 
 /// Every chain we own starts with this; nothing else is ever touched except our hook rules.
 pub const CHAIN_PREFIX: &str = "PAL-";
@@ -470,12 +470,11 @@ impl FamilyRenderer<'_> {
             }
         }
         self.push(dispatch, "-j DROP");
-        self.ipsets.insert(SetSpec::new(
-            isolation,
-            SetType::HashIp,
-            self.family,
-            isolated_ips.into_iter().map(Member::Ip).collect(),
-        ));
+        // A member is isolated: judged further instead of returned, so the set only denies.
+        self.ipsets.insert(
+            SetSpec::new(isolation, SetType::HashIp, self.family, isolated_ips.into_iter().map(Member::Ip).collect())
+                .with_roles(SetRoles::DENIES),
+        );
     }
 
     fn render_pod_chain(
@@ -608,7 +607,7 @@ impl FamilyRenderer<'_> {
             for rule in set.rules.iter().filter(|rule| rule.action == Action::Accept) {
                 let ports = match &rule.ports {
                     PortMatch::Any => vec![String::new()],
-                    PortMatch::AnyOf(entries) => self.port_alternatives(entries),
+                    PortMatch::AnyOf(entries) => self.port_alternatives(entries, SetRoles::ALLOWS),
                 };
                 for port in ports {
                     let union = buckets.entry(port).or_default();
@@ -616,7 +615,7 @@ impl FamilyRenderer<'_> {
                         PeerMatch::Any => union.any = true,
                         PeerMatch::AnyOf(groups) => {
                             for id in groups {
-                                match self.ensure_group_set(id) {
+                                match self.ensure_group_set(id, SetRoles::ALLOWS) {
                                     (name, SetType::HashIpPort) => {
                                         union.separate.insert(format!("-m set --match-set {name} {side},dst"));
                                     }
@@ -653,8 +652,9 @@ impl FamilyRenderer<'_> {
                 let members: BTreeSet<Member> =
                     [first, second].into_iter().chain(sets).map(Member::Set).collect();
                 let name = union_set_name(self.family, &members);
-                self.ipsets
-                    .insert(SetSpec::new(name.clone(), SetType::ListSet, self.family, members));
+                self.ipsets.insert(
+                    SetSpec::new(name.clone(), SetType::ListSet, self.family, members).with_roles(SetRoles::ALLOWS),
+                );
                 matches.push(format!("-m set --match-set {name} {side}"));
             }
         }
@@ -688,6 +688,12 @@ impl FamilyRenderer<'_> {
     /// The match parts of a rule: cross product of peer alternatives and port alternatives.
     fn expand_rule(&mut self, rule: &Rule, direction: Direction) -> Vec<String> {
         let peer_side = peer_side(direction);
+        let roles = match rule.action {
+            Action::Accept => SetRoles::ALLOWS,
+            Action::Deny => SetRoles::DENIES,
+            // Pass skips later Accepts and later Denies alike.
+            Action::Pass => SetRoles::BOTH,
+        };
         let peers: Vec<String> = match &rule.peers {
             PeerMatch::Any => vec![String::new()],
             PeerMatch::AnyOf(groups) => {
@@ -696,7 +702,7 @@ impl FamilyRenderer<'_> {
                     .iter()
                     .filter(|id| seen.insert(*id))
                     .map(|id| {
-                        let (name, set_type) = self.ensure_group_set(id);
+                        let (name, set_type) = self.ensure_group_set(id, roles);
                         match set_type {
                             SetType::HashIpPort => {
                                 format!("-m set --match-set {name} {peer_side},dst")
@@ -709,7 +715,7 @@ impl FamilyRenderer<'_> {
         };
         let ports = match &rule.ports {
             PortMatch::Any => vec![String::new()],
-            PortMatch::AnyOf(entries) => self.port_alternatives(entries),
+            PortMatch::AnyOf(entries) => self.port_alternatives(entries, roles),
         };
         let mut lines = Vec::with_capacity(peers.len() * ports.len());
         for peer in &peers {
@@ -720,7 +726,8 @@ impl FamilyRenderer<'_> {
         lines
     }
 
-    fn port_alternatives(&mut self, entries: &[PortEntry]) -> Vec<String> {
+    /// `roles`: what the rule using these ports does with a match (for named-port sets).
+    fn port_alternatives(&mut self, entries: &[PortEntry], roles: SetRoles) -> Vec<String> {
         let mut ranges: BTreeMap<Protocol, BTreeSet<(u16, u16)>> = BTreeMap::new();
         let mut named = BTreeSet::new();
         for entry in entries {
@@ -770,14 +777,15 @@ impl FamilyRenderer<'_> {
             }
         }
         for id in named {
-            let (name, _) = self.ensure_group_set(&id);
+            let (name, _) = self.ensure_group_set(&id, roles);
             alternatives.push(format!("-m set --match-set {name} dst,dst"));
         }
         alternatives
     }
 
     /// Declares the group's set in this family (empty if the group has no such members).
-    fn ensure_group_set(&mut self, id: &GroupId) -> (String, SetType) {
+    /// `roles`: what the referring rule does with a match, accumulated over every reference.
+    fn ensure_group_set(&mut self, id: &GroupId, roles: SetRoles) -> (String, SetType) {
         let group = self.plan.groups.get(id);
         let set_type = match group {
             Some(Group::Addresses(_)) | None => SetType::HashIp,
@@ -795,6 +803,7 @@ impl FamilyRenderer<'_> {
             self.ipsets
                 .insert(SetSpec::new(name.clone(), set_type, self.family, members));
         }
+        self.ipsets.add_roles(&name, roles);
         (name, set_type)
     }
 }

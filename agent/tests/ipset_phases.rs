@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use palisade_agent::ipset::{self, DesiredIpSets, KernelSet, Member, SetSpec, SetType};
+use palisade_agent::ipset::{self, DesiredIpSets, KernelSet, Member, SetRoles, SetSpec, SetType};
 use palisade_agent::render::Family;
 
 fn ip(text: &str) -> Member {
@@ -48,7 +48,7 @@ fn only_tightening_changes_run_before_iptables() {
     );
     current.insert("pal4-a-old".to_string(), kernel(&peers, &["10.0.3.1"]));
 
-    let changes = ipset::plan_changes(&desired, &current);
+    let changes = ipset::plan_changes(&desired, &current, &BTreeMap::new());
     assert_eq!(
         changes.before,
         "create pal4-a-new hash:ip family inet maxelem 65536\nflush pal4-a-new\n\
@@ -72,7 +72,7 @@ fn a_rebuilt_isolation_set_isolates_new_members_before_iptables() {
     stale.maxelem = Some(1024);
     let current = BTreeMap::from([(iso.name.clone(), stale)]);
 
-    let changes = ipset::plan_changes(&desired, &current);
+    let changes = ipset::plan_changes(&desired, &current, &BTreeMap::new());
     assert_eq!(changes.sets_swapped, 1);
     assert_eq!(changes.before, "add pal4-iso-eg 10.0.0.1\n");
     assert!(
@@ -80,4 +80,39 @@ fn a_rebuilt_isolation_set_isolates_new_members_before_iptables() {
         "{}",
         changes.after
     );
+}
+
+/// Under the old rules and the new, every change made early only tightens, and every change made
+/// late only tightens until it lands.
+#[test]
+fn member_changes_are_ordered_by_what_the_set_does() {
+    let allows = spec("pal4-a-allow", &["10.0.1.1", "10.0.1.2"]).with_roles(SetRoles::ALLOWS);
+    let denies = spec("pal4-a-deny", &["10.0.2.1", "10.0.2.2"]).with_roles(SetRoles::DENIES);
+    let passes = spec("pal4-a-pass", &["10.0.3.1", "10.0.3.2"]).with_roles(SetRoles::BOTH);
+    let mut desired = DesiredIpSets::default();
+    let mut current = BTreeMap::new();
+    let mut previous = BTreeMap::new();
+    for set in [&allows, &denies, &passes] {
+        desired.insert(set.clone());
+        let old_members = [set.members.iter().next().map(ToString::to_string).unwrap_or_default(), "10.0.9.9".to_string()];
+        let old_members: Vec<&str> = old_members.iter().map(String::as_str).collect();
+        current.insert(set.name.clone(), kernel(set, &old_members));
+        previous.insert(set.name.clone(), set.roles);
+    }
+
+    let changes = ipset::plan_changes(&desired, &current, &previous);
+    assert_eq!(changes.before, "del pal4-a-allow 10.0.9.9\nadd pal4-a-deny 10.0.2.2\n");
+    assert_eq!(
+        changes.after,
+        "add pal4-a-allow 10.0.1.2\ndel pal4-a-deny 10.0.9.9\nadd pal4-a-pass 10.0.3.2\ndel pal4-a-pass 10.0.9.9\n"
+    );
+
+    // A set that denied under the old rules and allows under the new has both roles.
+    previous.insert(allows.name.clone(), SetRoles::DENIES);
+    let changes = ipset::plan_changes(&desired, &current, &previous);
+    assert!(!changes.before.contains("pal4-a-allow"), "{}", changes.before);
+
+    // Unknown old roles (the first sync after a start): everything waits for iptables.
+    let changes = ipset::plan_changes(&desired, &current, &BTreeMap::new());
+    assert_eq!(changes.before, "");
 }
