@@ -363,7 +363,7 @@ fn network_policy_port(port: &NetworkPolicyPort, at: &str, report: &mut Report) 
         }
     };
     let end_field = format!("{at}.endPort");
-    let spec = match (&port.port, port.end_port) {
+    match (&port.port, port.end_port) {
         (None, Some(_)) => {
             report.error(end_field, "may not be specified when `port` is not specified");
             None
@@ -393,8 +393,7 @@ fn network_policy_port(port: &NetworkPolicyPort, at: &str, report: &mut Report) 
                 _ => None,
             }
         }
-    };
-    spec
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node as K8sNode, Pod as K8sPod};
+use k8s_openapi::api::core::v1::{Namespace, Pod as K8sPod};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use palisade_conformance::{Environment, Model, ModelPod, PodId, Protocol};
 use palisade_testkit::probe::probe_blocking;
 use palisade_testkit::{ClusterSpec, NetCluster, NodeSpec, PodSpec, Port, ProbeOutcome, mark_pod_running};
@@ -141,25 +141,7 @@ impl ModelCluster {
             let object: Namespace = from_json(json!({ "metadata": { "name": name, "labels": labels } }))?;
             namespaces.create(&PostParams::default(), &object).await?;
         }
-        let nodes: Api<K8sNode> = Api::all(client.clone());
-        for (model_node, node) in self.model.nodes.iter().zip(self.net.nodes()) {
-            let object: K8sNode = from_json(json!({
-                "metadata": { "name": node.netns, "labels": model_node.labels },
-                "spec": { "podCIDR": node.pod_cidr_v4, "podCIDRs": [node.pod_cidr_v4, node.pod_cidr_v6] },
-                "status": {
-                    "addresses": [
-                        { "type": "InternalIP", "address": node.ipv4.to_string() },
-                        { "type": "InternalIP", "address": node.ipv6.to_string() },
-                        { "type": "Hostname", "address": node.netns },
-                    ],
-                    "conditions": [{ "type": "Ready", "status": "True", "reason": "PalisadeE2E" }],
-                },
-            }))?;
-            nodes.create(&PostParams::default(), &object).await?;
-            nodes
-                .patch_status(&node.netns, &PatchParams::default(), &Patch::Merge(json!({ "status": object.status })))
-                .await?;
-        }
+        self.net.register_nodes(client).await?;
         for pod in &self.model.pods {
             self.register_pod(client, pod).await?;
         }

@@ -27,6 +27,7 @@ use crate::cluster::{ModelCluster, from_json};
 use crate::error::{Error, Result};
 use crate::pki::OperatorTls;
 use crate::process::{Process, log_tail, palisade_binary};
+use palisade_testkit::write_private;
 use crate::proxy::ServiceProxy;
 use crate::rbac;
 
@@ -888,18 +889,6 @@ fn free_local_address() -> Result<SocketAddr> {
     listener.local_addr().map_err(|e| Error::io("local_addr", e))
 }
 
-fn write_private(path: &Path, content: &str) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path.display(), e))?;
-    file.write_all(content.as_bytes()).map_err(|e| Error::io(path.display(), e))
-}
 
 /// The status code of a plain-HTTP GET, `None` when nothing answers (1 s budget).
 pub(crate) async fn http_get_status(address: SocketAddr, path: &str) -> Option<u16> {

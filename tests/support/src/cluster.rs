@@ -607,21 +607,9 @@ impl NetCluster {
         Ok(())
     }
 
-    /// Creates the matching API objects: a Namespace per logical namespace (labelled
-    /// `ns=<logical>`), a Node per node (InternalIPs, podCIDRs, Ready) and a Pod per pod (nodeName,
-    /// labels, named container ports), then patches each Pod's status to Running with its real IPs,
-    /// as the kubelet would. Separate from [`NetCluster::build`] so netns-only tests need no apiserver.
-    pub async fn register(&self, client: &Client) -> Result<()> {
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        for logical in self.namespaces() {
-            let mut labels = self.namespace_labels.get(&logical).cloned().unwrap_or_default();
-            labels.insert("ns".into(), logical.clone());
-            let object: Namespace = serde_json::from_value(json!({
-                "metadata": { "name": self.k8s_namespace(&logical), "labels": labels }
-            }))
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-            namespaces.create(&PostParams::default(), &object).await?;
-        }
+    /// Creates a Node per node (labels, InternalIPs in both families, podCIDRs, Ready), as the
+    /// kubelet would register it.
+    pub async fn register_nodes(&self, client: &Client) -> Result<()> {
         let nodes: Api<K8sNode> = Api::all(client.clone());
         for node in &self.nodes {
             let object: K8sNode = serde_json::from_value(json!({
@@ -643,6 +631,25 @@ impl NetCluster {
                 .patch_status(&node.netns, &PatchParams::default(), &Patch::Merge(json!({ "status": object.status })))
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Creates the matching API objects: a Namespace per logical namespace (labelled
+    /// `ns=<logical>`), a Node per node (InternalIPs, podCIDRs, Ready) and a Pod per pod (nodeName,
+    /// labels, named container ports), then patches each Pod's status to Running with its real IPs,
+    /// as the kubelet would. Separate from [`NetCluster::build`] so netns-only tests need no apiserver.
+    pub async fn register(&self, client: &Client) -> Result<()> {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        for logical in self.namespaces() {
+            let mut labels = self.namespace_labels.get(&logical).cloned().unwrap_or_default();
+            labels.insert("ns".into(), logical.clone());
+            let object: Namespace = serde_json::from_value(json!({
+                "metadata": { "name": self.k8s_namespace(&logical), "labels": labels }
+            }))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+            namespaces.create(&PostParams::default(), &object).await?;
+        }
+        self.register_nodes(client).await?;
         for pod in &self.pods {
             let namespace = self.k8s_namespace(&pod.namespace);
             let node = self.node(&pod.node)?;

@@ -504,7 +504,8 @@ current-context: palisade
     )
 }
 
-pub(crate) fn write_private(path: &Path, content: &str) -> Result<()> {
+/// Writes a file only its owner can read (keys, tokens, kubeconfigs).
+pub fn write_private(path: &Path, content: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
