@@ -1,10 +1,11 @@
-//! The operator against a real API server: plans reach agents, realization reaches status,
-//! only the right agent may subscribe, invalid policies are reported while valid ones keep
+//! The operator against a real API server: plans reach agents, realization reaches status and
+//! Events, only the right agent may subscribe, invalid policies are reported while valid ones keep
 //! flowing, only the Lease leader writes status, and it counts agents connected to any replica.
 
 mod common;
 
 use common::*;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -156,6 +157,19 @@ async fn plans_reach_agents_and_realization_reaches_status() {
         policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
             s.nodes_realized == 2 && s.nodes_desired == 2 && s.selected_pods == 2 && s.observed_generation == Some(1)
                 && condition(&s.conditions, conditions::READY).is_some_and(|c| c.status == "True")
+        })
+    })
+    .await;
+    // NetworkPolicies have no status of their own: `kubectl describe` shows an Event instead.
+    eventually("a Realized Event on the NetworkPolicy", || async move {
+        let events = Api::<K8sEvent>::namespaced(harness.client.clone(), &scene.app).list(&Default::default()).await.expect("list events");
+        events.items.iter().any(|event| {
+            let regarding = event.regarding.as_ref();
+            event.reason.as_deref() == Some(reasons::REALIZED)
+                && event.type_.as_deref() == Some("Normal")
+                && regarding.and_then(|r| r.kind.as_deref()) == Some("NetworkPolicy")
+                && regarding.and_then(|r| r.name.as_deref()) == Some("allow-client")
+                && event.note.as_deref() == Some("realized on 2 of 2 nodes")
         })
     })
     .await;
