@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod realization;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub struct Timings {
     pub status_flush: Duration,
     /// How often all status is compared with what is stored.
     pub status_full_reconcile: Duration,
+    /// How often the serving certificate's files are checked for a rotation.
+    pub tls_reload: Duration,
 }
 
 impl Default for Timings {
@@ -88,6 +91,7 @@ impl Default for Timings {
             plan_debounce: Duration::from_millis(30),
             status_flush: Duration::from_millis(200),
             status_full_reconcile: Duration::from_secs(30),
+            tls_reload: Duration::from_secs(10),
         }
     }
 }
@@ -169,13 +173,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = client(&config).await?;
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls_certificate, &config.tls_key)
-        .await
-        .map_err(|source| OperatorError::Tls {
-            certificate: config.tls_certificate.clone(),
-            key: config.tls_key.clone(),
-            source,
-        })?;
+    let serving_certificate = tls::ServingCertificate::load(&config.tls_certificate, &config.tls_key).await?;
     let stream_listener = server::bind(config.stream_address)
         .map_err(|source| OperatorError::Listen { address: config.stream_address, what: "plan stream", source })?;
     let probe_listener = server::bind(config.probe_address)
@@ -269,6 +267,14 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
         shutdown: shutdown.clone(),
     };
     let stream_app = server::stream_router(stream_state);
+    let tls = serving_certificate.config.clone();
+    tasks.spawn({
+        let (interval, metrics, shutdown) = (config.timings.tls_reload, metrics.clone(), shutdown.clone());
+        async move {
+            serving_certificate.watch(interval, metrics, shutdown).await;
+            Ok(())
+        }
+    });
     let stream_handle = axum_server::Handle::new();
     tasks.spawn({
         let (handle, shutdown) = (stream_handle.clone(), shutdown.clone());

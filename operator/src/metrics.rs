@@ -32,6 +32,10 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Whether this replica holds the Lease (1) or not (0).
     pub leader: Gauge,
+    /// Serving certificates reloaded after their files changed.
+    pub tls_reloads: Counter,
+    /// Changed serving certificates that did not load (the previous one stays in use).
+    pub tls_reload_failures: Counter,
 }
 
 impl Metrics {
@@ -45,6 +49,12 @@ impl Metrics {
         registry.register("refused_subscriptions", "Plan stream subscriptions refused", self.refused_subscriptions.clone());
         registry.register("status_writes", "Status writes to the API server", self.status_writes.clone());
         registry.register("leader", "1 while this replica holds the Lease", self.leader.clone());
+        registry.register("tls_reloads", "Serving certificates reloaded after their files changed", self.tls_reloads.clone());
+        registry.register(
+            "tls_reload_failures",
+            "Changed serving certificates that did not load (the previous one stays in use)",
+            self.tls_reload_failures.clone(),
+        );
         registry
     }
 }

@@ -453,3 +453,40 @@ async fn the_leader_counts_agents_connected_to_a_follower() {
     leader.shutdown().await.expect("clean shutdown");
     follower.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_serving_certificate_is_served_without_a_restart() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let operator = harness.start_operator("operator-0").await;
+    let token = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+    let mut connected = harness.connect(&operator, &scene.n1, Some(&token), true).await.expect("agent accepted");
+    connected.next_message().await;
+
+    // Rotate to a certificate from another CA, as cert-manager would, key first.
+    let (new_ca, new_cert, new_key) = serving_certificate();
+    std::fs::write(&harness.key, new_key).expect("write key");
+    std::fs::write(&harness.cert, new_cert).expect("write cert");
+    let (operator, token, new_ca) = (&operator, &token, &new_ca);
+    eventually("new connections to be served the rotated certificate", || async move {
+        harness.connect_trusting(new_ca, operator, &scene.n1, Some(token), true).await.is_ok()
+    })
+    .await;
+    let old_ca_refused = harness.connect_trusting(&harness.ca_pem, operator, &scene.n1, Some(token), true).await;
+    assert!(old_ca_refused.is_err(), "a client trusting only the old CA must be refused");
+    assert!(operator_metric(operator, "palisade_operator_tls_reloads_total").await >= 1.0);
+
+    // The stream opened before the rotation keeps flowing.
+    create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
+    connected.until("carry the new policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
+
+    // A broken pair is refused and the rotated certificate stays in use.
+    std::fs::write(&harness.cert, "not a certificate").expect("write cert");
+    eventually("the broken certificate to be counted as a failed reload", || async move {
+        operator_metric(operator, "palisade_operator_tls_reload_failures_total").await >= 1.0
+    })
+    .await;
+    assert!(harness.connect_trusting(new_ca, operator, &scene.n1, Some(token), true).await.is_ok());
+    connected.close().await;
+}

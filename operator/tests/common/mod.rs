@@ -80,7 +80,11 @@ impl Harness {
             agent_service_account: ServiceAccountRef { namespace: self.system_namespace.clone(), name: AGENT_SA.into() },
             lease,
             identity: identity.to_owned(),
-            timings: Timings { status_full_reconcile: Duration::from_secs(10), ..Timings::default() },
+            timings: Timings {
+                status_full_reconcile: Duration::from_secs(10),
+                tls_reload: Duration::from_millis(100),
+                ..Timings::default()
+            },
         }
     }
 
@@ -163,9 +167,10 @@ impl Harness {
         issued.status.expect("token status").token
     }
 
-    pub fn tls_connector(&self) -> Connector {
+    /// A TLS client trusting only `ca_pem`.
+    pub fn tls_connector(ca_pem: &str) -> Connector {
         let mut roots = rustls::RootCertStore::empty();
-        for der in pem_der_blocks(&self.ca_pem) {
+        for der in pem_der_blocks(ca_pem) {
             roots.add(rustls::pki_types::CertificateDer::from(der)).expect("CA cert");
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -179,6 +184,22 @@ impl Harness {
     /// Subscribes to `node`'s plan at `operator` with `token`. `Err` carries the HTTP status of
     /// a refusal.
     pub async fn connect(&self, operator: &RunningOperator, node: &str, token: Option<&str>, offer_protocol: bool) -> Result<Agent, u16> {
+        match self.connect_trusting(&self.ca_pem, operator, node, token, offer_protocol).await {
+            Ok(agent) => Ok(agent),
+            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(error) => panic!("unexpected connection error: {error}"),
+        }
+    }
+
+    /// Like [`Harness::connect`], trusting `ca_pem`, with any failure returned.
+    pub async fn connect_trusting(
+        &self,
+        ca_pem: &str,
+        operator: &RunningOperator,
+        node: &str,
+        token: Option<&str>,
+        offer_protocol: bool,
+    ) -> Result<Agent, tungstenite::Error> {
         let url = format!("wss://127.0.0.1:{}{}", operator.stream_address.port(), palisade_protocol::stream_path(node));
         let mut request = url.into_client_request().expect("request");
         if let Some(token) = token {
@@ -187,15 +208,11 @@ impl Harness {
         if offer_protocol {
             request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
         }
-        match tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(self.tls_connector())).await {
-            Ok((socket, response)) => {
-                let protocol = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                assert_eq!(protocol.as_deref(), Some(SUBPROTOCOL), "the operator agrees on the subprotocol");
-                Ok(Agent { socket, plan: None, version: 0 })
-            }
-            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
-            Err(error) => panic!("unexpected connection error: {error}"),
-        }
+        let connector = Harness::tls_connector(ca_pem);
+        let (socket, response) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)).await?;
+        let protocol = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(protocol.as_deref(), Some(SUBPROTOCOL), "the operator agrees on the subprotocol");
+        Ok(Agent { socket, plan: None, version: 0 })
     }
 }
 
@@ -300,7 +317,7 @@ pub async fn operator_metric(operator: &RunningOperator, name: &str) -> f64 {
 }
 
 /// A CA and a serving certificate for 127.0.0.1 and localhost: (ca, cert, key) PEM.
-fn serving_certificate() -> (String, String, String) {
+pub fn serving_certificate() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
