@@ -20,37 +20,34 @@
 //! PAL-I-<pod>
 //!   -j MARK --set-xmark 0/M                    M = RenderConfig::mark, the only bit we use
 //!   -s <own ip> -j RETURN                      loopback / hairpin
-//!   admin:    -j PAL-R-<set> ; mark M -j RETURN      per admin set (or -j PAL-IA-<pod>, see Pass)
-//!   NP:       -g PAL-NI-<hash(NP sets)>              when a NetworkPolicy isolates the pod
-//!   baseline: -j PAL-R-<set> ; mark M -j RETURN      per baseline set (only when there is no NP tier)
+//!   -j PAL-AI-<hash(admin sets)>               admin tier, when any; returns marked = accepted
+//!   mark M -j RETURN
+//!   -g PAL-NI-<hash(NP sets)>                  when a NetworkPolicy isolates the pod, else
+//!   -g PAL-BI-<hash(baseline sets)>            the baseline tier, when any
 //!   (fall through = RETURN = allowed)
-//! PAL-NI-<hash(NP sets)>                       shared by every pod isolated by exactly these sets
-//!   <peer union> <ports> -j RETURN                 one rule per distinct port match
-//!   -j DROP
-//! PAL-R-<rule set>                             shared by every pod the set applies to
-//!   <peer ipset> <ports> -j MARK --set-xmark M/M   Accept and Pass
-//!   <peer ipset> <ports> -j DROP                   Deny
-//!   mark M -j RETURN                               only before a Deny that follows an Accept/Pass
+//! PAL-AI-<sets>   (entered by jump)            per run of one action, per port match:
+//!   <peer union> <ports> -g PAL-ACCEPT             Accept: mark and leave the tier
+//!   <peer union> <ports> -j DROP                   Deny
+//!   <peer union> <ports> -j RETURN                 Pass: back unmarked, on to the next tier
+//! PAL-NI-<sets>   (entered by goto)
+//!   <peer union> <ports> -j RETURN                 allowed
+//!   -j DROP                                        isolated: nothing matched
+//! PAL-BI-<sets>   (entered by goto)
+//!   <peer union> <ports> -j RETURN | -j DROP       Accept and Pass allow, Deny denies
+//! PAL-ACCEPT
+//!   -j MARK --set-xmark M/M                        falls off: back to the pod chain, marked
 //! ```
 //!
-//! # Pass with one mark bit
-//! A rule set has three non-Deny outcomes (Accept, Pass, no match) but one bit carries two. When an
-//! admin set contains Pass rules, the pod's admin tier moves into its own chain `PAL-IA-<pod>`
-//! (entered with `-j`). After each set, a set mark ("Accept or Pass decided") does
-//! `-g PAL-RP-<set>`: that shared chain replays the set's rules in order with Accept → `RETURN`
-//! (mark kept) and Pass → clear the mark. Because it was entered by goto, its RETURN leaves the whole
-//! tier: the pod chain then sees mark set = accepted, mark clear = go on to the NP tier. The replay
-//! costs only the first packet of flows decided by such a set. The baseline tier needs no replay:
-//! Accept, Pass and no match all end in "allowed".
-//!
-//! # The NetworkPolicy tier is one union
-//! NetworkPolicy rules only allow, so their order does not matter. Their (peer, port) terms are
-//! bucketed by port match, and each bucket's peer groups are matched at once: one set, or a
-//! `list:set` `pal4-u-<hash(members)>` of them (a nomatch in one member does not stop the next
-//! from matching, exactly a union). The first packet of a connection then walks one rule per
-//! distinct port match instead of three per policy; adding a policy whose ports already have a
-//! bucket changes a list, not the pod's chain. Admin and baseline tiers stay ordered chains: there
-//! the first match decides.
+//! # Tiers are runs of unions
+//! A tier chain is shared by every pod with the same rule sets in that tier. Its rules, in
+//! evaluation order, fall into runs of one action, and inside a run the order cannot matter: any
+//! match has the same outcome. So each run is bucketed by port match, and each bucket's peer groups
+//! are matched at once: one set, or a `list:set` `pal4-u-<hash(members)>` of them (a nomatch in one
+//! member does not stop the next from matching, exactly a union). The first packet of a connection
+//! walks one rule per run and port match, not one per policy: a NetworkPolicy tier is a single
+//! run of Accept, and a thousand admin Deny policies in a row are one rule per port. Admin tiers
+//! need three outcomes (accepted, denied, on to the next tier); the one mark bit carries
+//! "accepted", Pass returns unmarked.
 //!
 //! # Peers and ports
 //! Groups become content-addressed ipsets named from the [`GroupId`]: `pal4-a-<id>` (`hash:ip`),
@@ -72,8 +69,9 @@ use std::net::IpAddr;
 use palisade_engine::model::{PodKey, Protocol};
 use palisade_engine::plan::{
     Action, Direction, DirectionPlan, Group, GroupId, NodePlan, PeerMatch, PortEntry, PortMatch,
-    Rule, RuleSet, RuleSetId,
+    RuleSet, RuleSetId,
 };
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use crate::ipset::{DesiredIpSets, Member, SetRoles, SetSpec, SetType};
@@ -263,19 +261,13 @@ pub const INPUT_CHAIN: &str = "PAL-INPUT";
 pub const OUTPUT_CHAIN: &str = "PAL-OUTPUT";
 pub const INGRESS_DISPATCH: &str = "PAL-INGRESS";
 pub const EGRESS_DISPATCH: &str = "PAL-EGRESS";
+/// Goto target of admin-tier Accept: sets the mark and returns to the pod chain.
+pub const ACCEPT_CHAIN: &str = "PAL-ACCEPT";
 
 fn pod_chain(pod: &PodKey, direction: Direction) -> String {
     let letter = direction_letter(direction);
     format!(
         "PAL-{letter}-{}",
-        short_hash(&format!("{}/{}", pod.namespace, pod.name))
-    )
-}
-
-fn admin_tier_chain(pod: &PodKey, direction: Direction) -> String {
-    let letter = direction_letter(direction);
-    format!(
-        "PAL-{letter}A-{}",
         short_hash(&format!("{}/{}", pod.namespace, pod.name))
     )
 }
@@ -287,14 +279,11 @@ fn direction_letter(direction: Direction) -> char {
     }
 }
 
-fn rule_set_chain(id: &RuleSetId) -> String {
-    format!("PAL-R-{}", id16(&id.0))
-}
-
-fn network_policy_tier_chain(sets: &[RuleSetId], direction: Direction) -> String {
-    let letter = direction_letter(direction);
+/// A tier chain is named by its tier, direction and rule sets: pods with the same policies in a
+/// tier share it. `PAL-AI-`, `PAL-NI-`, `PAL-BI-` (and `E` for egress).
+fn tier_chain(tier: Tier, sets: &[RuleSetId], direction: Direction) -> String {
     let ids: Vec<&str> = sets.iter().map(|id| id.0.as_str()).collect();
-    format!("PAL-N{letter}-{}", short_hash(&ids.join(",")))
+    format!("PAL-{}{}-{}", tier.letter(), direction_letter(direction), short_hash(&ids.join(",")))
 }
 
 /// A union is named by its members, so its membership never changes: a different union is a
@@ -302,10 +291,6 @@ fn network_policy_tier_chain(sets: &[RuleSetId], direction: Direction) -> String
 fn union_set_name(family: Family, members: &BTreeSet<Member>) -> String {
     let names: Vec<String> = members.iter().map(Member::to_string).collect();
     format!("{}{}-{}", family.set_prefix(), SetType::ListSet.letter(), short_hash(&names.join(",")))
-}
-
-fn pass_replay_chain(id: &RuleSetId) -> String {
-    format!("PAL-RP-{}", id16(&id.0))
 }
 
 /// Name of the isolation set gating dispatch for one direction.
@@ -462,7 +447,7 @@ impl FamilyRenderer<'_> {
                 continue;
             }
             let chain = pod_chain(pod, direction);
-            self.render_pod_chain(pod, &chain, direction, plan_for, &own_ips);
+            self.render_pod_chain(&chain, direction, plan_for, &own_ips);
             for ip in &own_ips {
                 if isolated_ips.insert(*ip) {
                     self.push(dispatch, format!("{flag} {} -g {chain}", host(ip)));
@@ -479,13 +464,11 @@ impl FamilyRenderer<'_> {
 
     fn render_pod_chain(
         &mut self,
-        pod: &PodKey,
         chain: &str,
         direction: Direction,
         plan_for: &DirectionPlan,
         own_ips: &BTreeSet<IpAddr>,
     ) {
-        let accepted_return = format!("-m mark --mark {} -j RETURN", self.mark);
         self.push(chain, format!("-j MARK --set-xmark {}", self.clear_mark));
         let own_flag = match direction {
             Direction::Ingress => "-s",
@@ -494,41 +477,19 @@ impl FamilyRenderer<'_> {
         for ip in own_ips {
             self.push(chain, format!("{own_flag} {} -j RETURN", host(ip)));
         }
-
         if !plan_for.admin.is_empty() {
-            let needs_replay = plan_for.admin.iter().any(|id| self.rule_set_has_pass(id));
-            if needs_replay {
-                let tier = admin_tier_chain(pod, direction);
-                for id in &plan_for.admin {
-                    let target = self.ensure_rule_set(id);
-                    self.push(&tier, format!("-j {target}"));
-                    if self.rule_set_has_pass(id) {
-                        let replay = self.ensure_pass_replay(id);
-                        self.push(&tier, format!("-m mark --mark {} -g {replay}", self.mark));
-                    } else {
-                        self.push(&tier, accepted_return.clone());
-                    }
-                }
-                self.push(chain, format!("-j {tier}"));
-                self.push(chain, accepted_return.clone());
-            } else {
-                self.push_tier_inline(chain, &plan_for.admin, &accepted_return);
-            }
+            let tier = self.ensure_tier(Tier::Admin, &plan_for.admin, direction);
+            self.push(chain, format!("-j {tier}"));
+            self.push(chain, format!("-m mark --mark {} -j RETURN", self.mark));
         }
-        match &plan_for.network_policy {
-            Some(sets) => {
-                let tier = self.ensure_network_policy_tier(sets, direction);
-                self.push(chain, format!("-g {tier}"));
-            }
-            None => self.push_tier_inline(chain, &plan_for.baseline, &accepted_return),
-        }
-    }
-
-    fn push_tier_inline(&mut self, chain: &str, sets: &[RuleSetId], accepted_return: &str) {
-        for id in sets {
-            let target = self.ensure_rule_set(id);
-            self.push(chain, format!("-j {target}"));
-            self.push(chain, accepted_return.to_string());
+        let last_tier = match &plan_for.network_policy {
+            Some(sets) => Some((Tier::NetworkPolicy, sets.as_slice())),
+            None if !plan_for.baseline.is_empty() => Some((Tier::Baseline, plan_for.baseline.as_slice())),
+            None => None, // falling off the pod chain allows
+        };
+        if let Some((tier, sets)) = last_tier {
+            let tier = self.ensure_tier(tier, sets, direction);
+            self.push(chain, format!("-g {tier}"));
         }
     }
 
@@ -540,190 +501,148 @@ impl FamilyRenderer<'_> {
         found
     }
 
-    fn rule_set_has_pass(&self, id: &RuleSetId) -> bool {
-        self.plan
-            .rule_sets
-            .get(id)
-            .is_some_and(|set| set.rules.iter().any(|rule| rule.action == Action::Pass))
-    }
-
-    /// Renders the shared chain of a rule set once per family; returns its name.
-    fn ensure_rule_set(&mut self, id: &RuleSetId) -> String {
-        let chain = rule_set_chain(id);
-        if self.chains.contains_key(&chain) {
-            return chain;
-        }
-        self.chains.insert(chain.clone(), Vec::new());
-        let Some(set) = self.rule_set(id) else {
-            return chain;
-        };
-        let set = set.clone();
-        let decided_return = format!("-m mark --mark {} -j RETURN", self.mark);
-        let mut mark_may_be_set = false;
-        for rule in &set.rules {
-            let lines = self.expand_rule(rule, set.direction);
-            if lines.is_empty() {
-                continue;
-            }
-            let target = match rule.action {
-                Action::Accept | Action::Pass => format!("-j MARK --set-xmark {}", self.mark),
-                Action::Deny => "-j DROP".to_string(),
-            };
-            if rule.action == Action::Deny && mark_may_be_set {
-                // An earlier Accept/Pass already decided; this Deny must not see the packet.
-                self.push(&chain, decided_return.clone());
-                mark_may_be_set = false;
-            }
-            if rule.action != Action::Deny {
-                mark_may_be_set = true;
-            }
-            for matches in lines {
-                self.push(&chain, join_spec(&matches, &target));
-            }
-        }
-        chain
-    }
-
-    /// The network-policy tier of every pod isolated by exactly these rule sets; returns its name.
+    /// The chain of one tier for every pod with exactly these rule sets in it; returns its name.
     ///
-    /// NetworkPolicy rules only allow, so their order is irrelevant and the tier is one union: the
-    /// rules are bucketed by port match, and each bucket matches the union of its peer groups in a
-    /// single rule (one `list:set` when there are several). A new connection then costs one rule
-    /// per distinct port match, not one per policy. Entered by goto: `RETURN` allows, the final
-    /// `DROP` denies.
-    fn ensure_network_policy_tier(&mut self, sets: &[RuleSetId], direction: Direction) -> String {
-        let chain = network_policy_tier_chain(sets, direction);
+    /// The tier's rules, in evaluation order, fall into runs of one action. Inside a run the order
+    /// cannot matter (any match has the same outcome), so a run is bucketed by port match and each
+    /// bucket matches the union of its peer groups in a single rule (one `list:set` when there
+    /// are several). A new connection then costs one rule per run and port match, not one per
+    /// policy. A NetworkPolicy tier is one run of Accept.
+    fn ensure_tier(&mut self, tier: Tier, sets: &[RuleSetId], direction: Direction) -> String {
+        let chain = tier_chain(tier, sets, direction);
         if self.chains.contains_key(&chain) {
             return chain;
         }
         self.chains.insert(chain.clone(), Vec::new());
         let side = peer_side(direction);
-        let mut buckets: BTreeMap<String, PeerUnion> = BTreeMap::new();
+        let mut runs: Vec<(Action, BTreeMap<String, PeerUnion>)> = Vec::new();
         for id in sets {
             let Some(set) = self.rule_set(id).cloned() else {
                 continue;
             };
-            // Only Accept is meaningful here (the plan's contract); anything else allows nothing.
-            for rule in set.rules.iter().filter(|rule| rule.action == Action::Accept) {
+            for rule in &set.rules {
+                // NetworkPolicy rules only allow (the plan's contract); anything else allows nothing.
+                if tier == Tier::NetworkPolicy && rule.action != Action::Accept {
+                    continue;
+                }
+                if matches!(&rule.peers, PeerMatch::AnyOf(groups) if groups.is_empty()) {
+                    continue; // matches nothing, so it cannot split a run either
+                }
+                let roles = roles_of(rule.action);
                 let ports = match &rule.ports {
                     PortMatch::Any => vec![String::new()],
-                    PortMatch::AnyOf(entries) => self.port_alternatives(entries, SetRoles::ALLOWS),
+                    PortMatch::AnyOf(entries) => self.port_alternatives(entries, roles),
                 };
-                for port in ports {
-                    let union = buckets.entry(port).or_default();
-                    match &rule.peers {
-                        PeerMatch::Any => union.any = true,
-                        PeerMatch::AnyOf(groups) => {
-                            for id in groups {
-                                match self.ensure_group_set(id, SetRoles::ALLOWS) {
-                                    (name, SetType::HashIpPort) => {
-                                        union.separate.insert(format!("-m set --match-set {name} {side},dst"));
-                                    }
-                                    (name, _) => {
-                                        union.sets.insert(name);
-                                    }
+                if ports.is_empty() {
+                    continue;
+                }
+                if runs.last().map(|(action, _)| *action) != Some(rule.action) {
+                    runs.push((rule.action, BTreeMap::new()));
+                }
+                let Some((_, buckets)) = runs.last_mut() else { continue };
+                let mut peers = PeerUnion::default();
+                match &rule.peers {
+                    PeerMatch::Any => peers.any = true,
+                    PeerMatch::AnyOf(groups) => {
+                        for id in groups {
+                            match self.ensure_group_set(id, roles) {
+                                (name, SetType::HashIpPort) => {
+                                    peers.separate.insert(format!("-m set --match-set {name} {side},dst"));
+                                }
+                                (name, _) => {
+                                    peers.sets.insert(name);
                                 }
                             }
                         }
                     }
                 }
+                for port in ports {
+                    buckets.entry(port).or_default().absorb(&peers);
+                }
             }
         }
-        for (port, union) in buckets {
-            for peer in self.union_matches(union, side) {
-                self.push(&chain, join_spec(&join_matches(&peer, &port), "-j RETURN"));
+        for (action, buckets) in runs {
+            let target = match (tier, action) {
+                (_, Action::Deny) => "-j DROP".to_string(),
+                // Entered by jump from the pod chain: mark "accepted" and leave the tier at once.
+                (Tier::Admin, Action::Accept) => {
+                    self.ensure_accept_chain();
+                    format!("-g {ACCEPT_CHAIN}")
+                }
+                // Back to the pod chain unmarked: on to the next tier.
+                (Tier::Admin, Action::Pass) => "-j RETURN".to_string(),
+                // Entered by goto: returning allows.
+                (Tier::NetworkPolicy | Tier::Baseline, Action::Accept | Action::Pass) => "-j RETURN".to_string(),
+            };
+            for (port, union) in buckets {
+                for peer in self.union_matches(union, side, roles_of(action)) {
+                    self.push(&chain, join_spec(&join_matches(&peer, &port), &target));
+                }
             }
         }
-        self.push(&chain, "-j DROP");
+        if tier == Tier::NetworkPolicy {
+            self.push(&chain, "-j DROP");
+        }
         chain
     }
 
-    /// The peer matches of one bucket: nothing (any peer), one set, or a list of the sets.
-    fn union_matches(&mut self, union: PeerUnion, side: &str) -> Vec<String> {
+    fn ensure_accept_chain(&mut self) {
+        if !self.chains.contains_key(ACCEPT_CHAIN) {
+            self.push(ACCEPT_CHAIN, format!("-j MARK --set-xmark {}", self.mark));
+        }
+    }
+
+    /// The peer matches of one bucket: nothing (any peer), or one set matching the union.
+    ///
+    /// Address groups and networks without excepts are merged into one `hash:net`
+    /// (`pal4-m-<hash(groups)>`), so a lookup costs the same for one group or a thousand; a
+    /// network group with excepts keeps its own set, since its `nomatch` entries would exclude
+    /// addresses the other groups include. Several sets are matched through a `list:set`, which
+    /// tries its members in turn. The merged set is named by its groups, never its members, so pod
+    /// churn changes members only.
+    fn union_matches(&mut self, union: PeerUnion, side: &str, roles: SetRoles) -> Vec<String> {
         if union.any {
             return vec![String::new()];
         }
+        let mut mergeable = Vec::new();
+        let mut own_set = Vec::new();
+        for name in union.sets {
+            let merges = self.ipsets.sets.get(&name).is_some_and(|spec| match spec.set_type {
+                SetType::HashIp => true,
+                SetType::HashNet => !spec.members.iter().any(|m| matches!(m, Member::Net { nomatch: true, .. })),
+                SetType::HashIpPort | SetType::ListSet => false,
+            });
+            if merges { mergeable.push(name) } else { own_set.push(name) }
+        }
+        let mut sets = own_set;
+        match mergeable.as_slice() {
+            [] => {}
+            [only] => sets.push(only.clone()),
+            groups => {
+                let members: BTreeSet<Member> = groups
+                    .iter()
+                    .filter_map(|name| self.ipsets.sets.get(name))
+                    .flat_map(|spec| spec.members.iter().filter_map(as_network))
+                    .collect();
+                let name = format!("{}m-{}", self.family.set_prefix(), short_hash(&groups.join(",")));
+                self.ipsets.insert(SetSpec::new(name.clone(), SetType::HashNet, self.family, members).with_roles(roles));
+                sets.push(name);
+            }
+        }
+        sets.sort();
         let mut matches = Vec::with_capacity(1 + union.separate.len());
-        let mut sets = union.sets.into_iter();
-        match (sets.next(), sets.next()) {
-            (None, _) => {}
-            (Some(only), None) => matches.push(format!("-m set --match-set {only} {side}")),
-            (Some(first), Some(second)) => {
-                let members: BTreeSet<Member> =
-                    [first, second].into_iter().chain(sets).map(Member::Set).collect();
+        match sets.as_slice() {
+            [] => {}
+            [only] => matches.push(format!("-m set --match-set {only} {side}")),
+            _ => {
+                let members: BTreeSet<Member> = sets.into_iter().map(Member::Set).collect();
                 let name = union_set_name(self.family, &members);
-                self.ipsets.insert(
-                    SetSpec::new(name.clone(), SetType::ListSet, self.family, members).with_roles(SetRoles::ALLOWS),
-                );
+                self.ipsets.insert(SetSpec::new(name.clone(), SetType::ListSet, self.family, members).with_roles(roles));
                 matches.push(format!("-m set --match-set {name} {side}"));
             }
         }
         matches.extend(union.separate);
         matches
-    }
-
-    /// The Pass replay chain: Accept keeps the mark and leaves, Pass clears it (see module doc).
-    fn ensure_pass_replay(&mut self, id: &RuleSetId) -> String {
-        let chain = pass_replay_chain(id);
-        if self.chains.contains_key(&chain) {
-            return chain;
-        }
-        self.chains.insert(chain.clone(), Vec::new());
-        let Some(set) = self.plan.rule_sets.get(id).cloned() else {
-            return chain;
-        };
-        for rule in &set.rules {
-            let target = match rule.action {
-                Action::Accept => "-j RETURN".to_string(),
-                Action::Pass => format!("-j MARK --set-xmark {}", self.clear_mark),
-                Action::Deny => continue, // cannot be the first match: the set would have dropped
-            };
-            for matches in self.expand_rule(rule, set.direction) {
-                self.push(&chain, join_spec(&matches, &target));
-            }
-        }
-        chain
-    }
-
-    /// The match parts of a rule: cross product of peer alternatives and port alternatives.
-    fn expand_rule(&mut self, rule: &Rule, direction: Direction) -> Vec<String> {
-        let peer_side = peer_side(direction);
-        let roles = match rule.action {
-            Action::Accept => SetRoles::ALLOWS,
-            Action::Deny => SetRoles::DENIES,
-            // Pass skips later Accepts and later Denies alike.
-            Action::Pass => SetRoles::BOTH,
-        };
-        let peers: Vec<String> = match &rule.peers {
-            PeerMatch::Any => vec![String::new()],
-            PeerMatch::AnyOf(groups) => {
-                let mut seen = BTreeSet::new();
-                groups
-                    .iter()
-                    .filter(|id| seen.insert(*id))
-                    .map(|id| {
-                        let (name, set_type) = self.ensure_group_set(id, roles);
-                        match set_type {
-                            SetType::HashIpPort => {
-                                format!("-m set --match-set {name} {peer_side},dst")
-                            }
-                            _ => format!("-m set --match-set {name} {peer_side}"),
-                        }
-                    })
-                    .collect()
-            }
-        };
-        let ports = match &rule.ports {
-            PortMatch::Any => vec![String::new()],
-            PortMatch::AnyOf(entries) => self.port_alternatives(entries, roles),
-        };
-        let mut lines = Vec::with_capacity(peers.len() * ports.len());
-        for peer in &peers {
-            for port in &ports {
-                lines.push(join_matches(peer, port));
-            }
-        }
-        lines
     }
 
     /// `roles`: what the rule using these ports does with a match (for named-port sets).
@@ -808,7 +727,7 @@ impl FamilyRenderer<'_> {
     }
 }
 
-/// The peers allowed on one port match of a network-policy tier.
+/// The peers of one run of a tier on one port match.
 #[derive(Default)]
 struct PeerUnion {
     /// Some rule allows every peer.
@@ -817,6 +736,50 @@ struct PeerUnion {
     sets: BTreeSet<String>,
     /// Matches that cannot join a union (`hash:ip,port` peers need two dimensions).
     separate: BTreeSet<String>,
+}
+
+impl PeerUnion {
+    fn absorb(&mut self, other: &PeerUnion) {
+        self.any |= other.any;
+        self.sets.extend(other.sets.iter().cloned());
+        self.separate.extend(other.separate.iter().cloned());
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tier {
+    Admin,
+    NetworkPolicy,
+    Baseline,
+}
+
+impl Tier {
+    fn letter(self) -> char {
+        match self {
+            Tier::Admin => 'A',
+            Tier::NetworkPolicy => 'N',
+            Tier::Baseline => 'B',
+        }
+    }
+}
+
+/// What a set's members can do to a verdict through a rule with this action.
+fn roles_of(action: Action) -> SetRoles {
+    match action {
+        Action::Accept => SetRoles::ALLOWS,
+        Action::Deny => SetRoles::DENIES,
+        // Pass skips later Accepts and later Denies alike.
+        Action::Pass => SetRoles::BOTH,
+    }
+}
+
+/// An address or except-free network as a `hash:net` entry.
+fn as_network(member: &Member) -> Option<Member> {
+    match member {
+        Member::Ip(ip) => Some(Member::Net { net: IpNet::from(*ip), nomatch: false }),
+        Member::Net { nomatch: false, .. } => Some(member.clone()),
+        _ => None,
+    }
 }
 
 /// The packet side a peer is on: the source of ingress, the destination of egress.

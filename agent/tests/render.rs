@@ -121,5 +121,13 @@ fn network_policies_on_the_same_ports_share_one_rule() {
     let list_name = union.spec.split_whitespace().nth(3).expect("set name").to_string();
     let list = &rendered.ipsets.sets[&list_name];
     assert_eq!(list.set_type, SetType::ListSet);
-    assert_eq!(list.members.len(), 3, "both policies' peer groups: {:?}", list.members);
+    // Both policies' client addresses merged into one hash:net, and the block with its excepts.
+    let members: Vec<String> = list.members.iter().map(ToString::to_string).collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+    let merged = members.iter().find(|name| name.starts_with("pal4-m-")).expect("a merged set");
+    let merged = &rendered.ipsets.sets[merged];
+    assert_eq!(merged.set_type, SetType::HashNet);
+    let addresses: Vec<String> = merged.members.iter().map(ToString::to_string).collect();
+    assert!(addresses.contains(&"198.18.3.1/32".to_string()), "{addresses:?}");
+    assert!(members.contains(&"pal4-n-000000000000b10c".to_string()), "{members:?}");
 }

@@ -189,6 +189,44 @@ async fn baseline_default_deny_overridden_by_a_network_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_runs_keep_their_order_across_policies() {
+    // The agent folds consecutive rules of one action into one rule per port. An Accept between
+    // two Denies must stay between them: z/a is accepted by the second policy before the third
+    // denies namespace z, while x/a is denied by the first.
+    let from_pod_a = || CnpPeer::Pods { namespace_selector: everything(), pod_selector: labels(&[("pod", "a")]) };
+    let policies = [
+        cluster_policy(
+            "deny-x",
+            Tier::Admin,
+            10,
+            labels(&[("ns", "y")]),
+            vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "x")]))], Some(vec![cnp_port(Protocol::Tcp, 80)]))],
+            vec![],
+        ),
+        cluster_policy(
+            "accept-pod-a",
+            Tier::Admin,
+            20,
+            labels(&[("ns", "y")]),
+            vec![cnp_rule(CnpAction::Accept, vec![from_pod_a()], Some(vec![cnp_port(Protocol::Tcp, 80)]))],
+            vec![],
+        ),
+        cluster_policy(
+            "deny-z",
+            Tier::Admin,
+            30,
+            labels(&[("ns", "y")]),
+            vec![
+                cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "z")]))], Some(vec![cnp_port(Protocol::Tcp, 80)])),
+                cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "x")]))], Some(vec![cnp_port(Protocol::Tcp, 81)])),
+            ],
+            vec![],
+        ),
+    ];
+    enforce_and_compare(&policies, &[(TCP_80, Family::V4), (TCP_81, Family::V4), (TCP_80, Family::V6)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_skips_the_rest_of_the_admin_tier() {
     let policies = [
         cluster_policy(
