@@ -96,6 +96,8 @@ impl FakeOperator {
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
                     let mut seen = (String::new(), None);
+                    // The callback's error type is tungstenite's, not ours to shrink.
+                    #[allow(clippy::result_large_err)]
                     let callback = |request: &Request, mut response: Response| {
                         seen.0 = request.uri().path().to_string();
                         seen.1 = request

@@ -57,10 +57,10 @@ fn random_event(rng: &mut Seeded, cluster: &Cluster, policies: &BTreeMap<PolicyR
             // A new pod, or an existing pod changed (labels, node, ports) under the same key.
             *next_pod += 1;
             let mut pod = random_pod(rng, *next_pod, &nodes);
-            if let Some(existing) = cluster.pods.keys().nth(rng.below(cluster.pods.len().max(1))) {
-                if rng.chance(2) {
-                    pod.key = existing.clone();
-                }
+            if let Some(existing) = cluster.pods.keys().nth(rng.below(cluster.pods.len().max(1)))
+                && rng.chance(2)
+            {
+                pod.key = existing.clone();
             }
             Event::UpsertPod(pod)
         }

@@ -104,7 +104,7 @@ fn policy_types_default_to_ingress_plus_egress_when_egress_rules_exist() {
     let w = world();
     // No egress rules: ingress isolation only.
     let ingress_only = deny_all_ingress("x");
-    assert!(!tcp_allowed(&w, &[ingress_only.clone()], YA, XA, 80));
+    assert!(!tcp_allowed(&w, std::slice::from_ref(&ingress_only), YA, XA, 80));
     assert!(tcp_allowed(&w, &[ingress_only], XA, YA, 80));
     // Egress rules present: egress isolated too, and ingress still isolated (no ingress rules).
     let mut with_egress = np("x", "p", LabelSelector::default());

@@ -205,7 +205,7 @@ pub fn random_pod(rng: &mut Seeded, index: usize, nodes: &[Node]) -> Pod {
         vec![ip(&format!("10.1.0.{}", index + 1)), ip(&format!("fd00::1:{:x}", index + 1))]
     };
     Pod {
-        key: key(*rng.pick(&NAMESPACES), &format!("p{index}")),
+        key: key(rng.pick::<&str>(&NAMESPACES), &format!("p{index}")),
         labels: random_labels(rng),
         node: if rng.chance(12) { None } else { Some(node.name.clone()) },
         ips,
