@@ -345,7 +345,7 @@ mod tests {
             "metadata": { "name": "np", "namespace": "ns", "uid": "u1", "generation": 3 },
             "spec": spec,
         }))
-        .unwrap()
+        .expect("the test input converts")
     }
 
     #[test]
@@ -358,10 +358,10 @@ mod tests {
                 { "namespaceSelector": { "matchLabels": { "team": "x" } }, "podSelector": {} },
             ]}],
         })))
-        .unwrap();
+        .expect("the test input converts");
         let peers = &converted.ingress[0].peers;
         assert_eq!(peers[0].namespace_selector, None);
-        assert_eq!(peers[0].pod_selector.as_ref().unwrap().match_labels["app"], "a");
+        assert_eq!(peers[0].pod_selector.as_ref().expect("the test input converts").match_labels["app"], "a");
         assert_eq!(peers[1].namespace_selector, Some(m::LabelSelector::default()));
         assert_eq!(peers[1].pod_selector, None);
         assert_eq!(peers[2].pod_selector, Some(m::LabelSelector::default()));
@@ -370,11 +370,11 @@ mod tests {
 
     #[test]
     fn network_policy_keeps_absent_and_present_policy_types_apart() {
-        let absent = network_policy(&np(json!({ "podSelector": {} }))).unwrap();
+        let absent = network_policy(&np(json!({ "podSelector": {} }))).expect("the test input converts");
         assert_eq!(absent.policy_types, None);
-        let empty = network_policy(&np(json!({ "podSelector": {}, "policyTypes": [] }))).unwrap();
+        let empty = network_policy(&np(json!({ "podSelector": {}, "policyTypes": [] }))).expect("the test input converts");
         assert_eq!(empty.policy_types, Some(vec![]));
-        let set = network_policy(&np(json!({ "podSelector": {}, "policyTypes": ["Egress", "Sideways"] }))).unwrap();
+        let set = network_policy(&np(json!({ "podSelector": {}, "policyTypes": ["Egress", "Sideways"] }))).expect("the test input converts");
         assert_eq!(set.policy_types, Some(vec![m::PolicyType::Egress, m::PolicyType::Unknown("Sideways".into())]));
     }
 
@@ -389,7 +389,7 @@ mod tests {
                 { "port": 1000, "endPort": 900 },
             ]}],
         })))
-        .unwrap();
+        .expect("the test input converts");
         assert_eq!(converted.pod_selector, m::LabelSelector::default());
         let ports = &converted.egress[0].ports;
         assert_eq!(ports[0].protocol, Some(Ok(m::Protocol::Udp)));
@@ -413,13 +413,13 @@ mod tests {
             ]},
             "ingress": [{ "from": [{ "ipBlock": { "cidr": "10.0.0.0/8" } }] }],
         })))
-        .unwrap();
+        .expect("the test input converts");
         let ops: Vec<_> = converted.pod_selector.match_expressions.iter().map(|r| r.operator.clone()).collect();
         assert_eq!(
             ops,
             vec![m::SelectorOperator::In, m::SelectorOperator::Exists, m::SelectorOperator::Unknown("Near".into())]
         );
-        let block = converted.ingress[0].peers[0].ip_block.clone().unwrap();
+        let block = converted.ingress[0].peers[0].ip_block.clone().expect("the test input converts");
         assert_eq!(block, m::IpBlock { cidr: "10.0.0.0/8".into(), except: vec![] });
     }
 
@@ -440,7 +440,7 @@ mod tests {
             "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
             "metadata": { "name": "c" }, "spec": spec,
         }))
-        .unwrap()
+        .expect("the test input converts")
     }
 
     #[test]
@@ -454,7 +454,7 @@ mod tests {
                 "protocols": [{ "icmp": { "type": 3 } }, { "tcp": {} }, { "udp": { "destinationPort": { "number": 53 } } }],
             }],
         })))
-        .unwrap();
+        .expect("the test input converts");
         assert_eq!(
             converted.subject,
             m::CnpSubject::Pods { namespace_selector: m::LabelSelector::default(), pod_selector: m::LabelSelector::default() }
@@ -477,7 +477,7 @@ mod tests {
             "tier": "Baseline", "priority": 0, "subject": {},
             "ingress": [{ "action": "Pass", "from": [{ "namespaces": {} }] }],
         })))
-        .unwrap();
+        .expect("the test input converts");
         assert!(matches!(converted.subject, m::CnpSubject::Invalid(_)));
         assert_eq!(converted.ingress[0].protocols, None);
         assert_eq!(converted.ingress[0].peers, vec![m::CnpPeer::Namespaces(m::LabelSelector::default())]);
@@ -513,8 +513,8 @@ mod tests {
             },
             "status": { "podIP": "10.0.0.9", "podIPs": [{ "ip": "10.0.0.1" }, { "ip": "fd00::1" }, { "ip": "bogus" }] },
         });
-        let converted = pod(&serde_json::from_value(pod_json).unwrap()).unwrap();
-        assert_eq!(converted.ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap(), "fd00::1".parse().unwrap()]);
+        let converted = pod(&serde_json::from_value(pod_json).expect("the test input converts")).expect("the test input converts");
+        assert_eq!(converted.ips, vec!["10.0.0.1".parse::<IpAddr>().expect("the test input converts"), "fd00::1".parse().expect("the test input converts")]);
         assert_eq!(converted.node.as_deref(), Some("n1"));
         assert!(converted.host_network);
         assert_eq!(
@@ -526,8 +526,8 @@ mod tests {
         );
 
         let fallback = json!({ "metadata": { "name": "p", "namespace": "ns" }, "status": { "podIP": "10.0.0.9" } });
-        let converted = pod(&serde_json::from_value(fallback).unwrap()).unwrap();
-        assert_eq!(converted.ips, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        let converted = pod(&serde_json::from_value(fallback).expect("the test input converts")).expect("the test input converts");
+        assert_eq!(converted.ips, vec!["10.0.0.9".parse::<IpAddr>().expect("the test input converts")]);
         assert_eq!((converted.node, converted.host_network), (None, false));
     }
 
@@ -543,8 +543,8 @@ mod tests {
                 { "type": "InternalIP", "address": "192.168.0.2" },
             ]},
         });
-        let converted = node(&serde_json::from_value(node_json).unwrap()).unwrap();
-        assert_eq!(converted.ips, vec!["192.168.0.2".parse::<IpAddr>().unwrap(), "2001:db8::2".parse().unwrap()]);
+        let converted = node(&serde_json::from_value(node_json).expect("the test input converts")).expect("the test input converts");
+        assert_eq!(converted.ips, vec!["192.168.0.2".parse::<IpAddr>().expect("the test input converts"), "2001:db8::2".parse().expect("the test input converts")]);
         assert_eq!(converted.labels["kubernetes.io/os"], "linux");
         assert!(node(&Node::default()).is_err());
         assert!(namespace(&Namespace::default()).is_err());
