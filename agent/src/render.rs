@@ -293,6 +293,12 @@ fn union_set_name(family: Family, members: &BTreeSet<Member>) -> String {
     format!("{}{}-{}", family.set_prefix(), SetType::ListSet.letter(), short_hash(&names.join(",")))
 }
 
+/// A merged union is named by the groups it merges, never their members, so pod churn changes
+/// members only.
+fn merged_set_name(family: Family, groups: &[String]) -> String {
+    format!("{}m-{}", family.set_prefix(), short_hash(&groups.join(",")))
+}
+
 /// Name of the isolation set gating dispatch for one direction.
 pub fn isolation_set(family: Family, direction: Direction) -> String {
     let suffix = match direction {
@@ -576,7 +582,7 @@ impl FamilyRenderer<'_> {
             };
             for (port, union) in buckets {
                 for peer in self.union_matches(union, side, roles_of(action)) {
-                    self.push(&chain, join_spec(&join_matches(&peer, &port), &target));
+                    self.push(&chain, join_matches(&join_matches(&peer, &port), &target));
                 }
             }
         }
@@ -598,8 +604,7 @@ impl FamilyRenderer<'_> {
     /// (`pal4-m-<hash(groups)>`), so a lookup costs the same for one group or a thousand; a
     /// network group with excepts keeps its own set, since its `nomatch` entries would exclude
     /// addresses the other groups include. Several sets are matched through a `list:set`, which
-    /// tries its members in turn. The merged set is named by its groups, never its members, so pod
-    /// churn changes members only.
+    /// tries its members in turn.
     fn union_matches(&mut self, union: PeerUnion, side: &str, roles: SetRoles) -> Vec<String> {
         if union.any {
             return vec![String::new()];
@@ -624,7 +629,7 @@ impl FamilyRenderer<'_> {
                     .filter_map(|name| self.ipsets.sets.get(name))
                     .flat_map(|spec| spec.members.iter().filter_map(as_network))
                     .collect();
-                let name = format!("{}m-{}", self.family.set_prefix(), short_hash(&groups.join(",")));
+                let name = merged_set_name(self.family, groups);
                 self.ipsets.insert(SetSpec::new(name.clone(), SetType::HashNet, self.family, members).with_roles(roles));
                 sets.push(name);
             }
@@ -850,8 +855,4 @@ fn join_matches(a: &str, b: &str) -> String {
         (false, true) => a.to_string(),
         (false, false) => format!("{a} {b}"),
     }
-}
-
-fn join_spec(matches: &str, target: &str) -> String {
-    join_matches(matches, target)
 }

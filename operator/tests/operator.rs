@@ -334,15 +334,7 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     init_logging();
     let harness = &Harness::start().await;
     let scene = &scene(harness).await;
-    let first = harness.start_operator("operator-a").await;
-    let second = harness.start_operator("operator-b").await;
-
-    let (a, b) = (&first, &second);
-    eventually("one replica to lead", || async move {
-        operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await == 1.0
-    })
-    .await;
-    let (leader, follower) = if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) };
+    let (leader, follower) = harness.start_leader_and_follower().await;
 
     let cnp = create_cluster_policy(harness, deny_evil(&scene.app)).await;
     let name = cnp.metadata.name.clone().expect("name");
@@ -393,14 +385,7 @@ async fn the_leader_counts_agents_connected_to_a_follower() {
     init_logging();
     let harness = &Harness::start().await;
     let scene = &scene(harness).await;
-    let first = harness.start_operator("operator-a").await;
-    let second = harness.start_operator("operator-b").await;
-    let (a, b) = (&first, &second);
-    eventually("one replica to lead", || async move {
-        operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await == 1.0
-    })
-    .await;
-    let (leader, follower) = if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) };
+    let (leader, follower) = harness.start_leader_and_follower().await;
 
     create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
     let cnp = create_cluster_policy(harness, deny_evil(&scene.app)).await;

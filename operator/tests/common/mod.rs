@@ -98,6 +98,18 @@ impl Harness {
         operator
     }
 
+    /// Two replicas, returned as (leader, follower) once exactly one holds the Lease.
+    pub async fn start_leader_and_follower(&self) -> (RunningOperator, RunningOperator) {
+        let first = self.start_operator("operator-a").await;
+        let second = self.start_operator("operator-b").await;
+        let (a, b) = (&first, &second);
+        eventually("one replica to lead", || async move {
+            operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await == 1.0
+        })
+        .await;
+        if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) }
+    }
+
     pub async fn create_node(&self, name: &str, ip: &str) {
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",

@@ -297,27 +297,9 @@ impl Stack {
 
     /// Waits for replica `index`'s `/readyz` (its index has synced).
     pub async fn wait_operator_ready(&mut self, index: usize) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let replica = &mut self.operators[index];
-            let address = replica.probe_address;
-            if let Some(process) = replica.process.as_mut()
-                && let Some(status) = process.exited()
-            {
-                return Err(exited_early(process, status));
-            }
-            if http_get_status(address, "/readyz").await == Some(200) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    what: format!("operator {} /readyz on {address}", replica.identity),
-                    seconds: 60,
-                    detail: log_tail(&replica.log, 30),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let replica = &mut self.operators[index];
+        let what = format!("operator {} /readyz on {}", replica.identity, replica.probe_address);
+        wait_for_readyz(&mut replica.process, replica.probe_address, &replica.log, what).await
     }
 
     /// SIGKILLs replica `index`: a crash (the Lease is not released; it must expire).
@@ -448,26 +430,9 @@ impl Stack {
     /// Waits (60 s) for the agent on `node` to be Ready.
     pub async fn wait_agent_ready(&mut self, node: &str) -> Result<()> {
         let index = self.agent_index(node)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let agent = &mut self.agents[index];
-            if let Some(process) = agent.process.as_mut()
-                && let Some(status) = process.exited()
-            {
-                return Err(exited_early(process, status));
-            }
-            if http_get_status(agent.health_address, "/readyz").await == Some(200) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    what: format!("agent {node} /readyz on {}", agent.health_address),
-                    seconds: 60,
-                    detail: log_tail(&agent.log, 30),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let agent = &mut self.agents[index];
+        let what = format!("agent {node} /readyz on {}", agent.health_address);
+        wait_for_readyz(&mut agent.process, agent.health_address, &agent.log, what).await
     }
 
     /// Stops the agent on `node` (SIGTERM: rules stay in force) and starts it again, same state dir.
@@ -857,6 +822,25 @@ pub(crate) fn engine_protocol(protocol: Protocol) -> m::Protocol {
         Protocol::Tcp => m::Protocol::Tcp,
         Protocol::Udp => m::Protocol::Udp,
         Protocol::Sctp => m::Protocol::Sctp,
+    }
+}
+
+/// Polls `address`'s `/readyz` for 60 s; fails early, with its log, if the process exits.
+async fn wait_for_readyz(process: &mut Option<Process>, address: SocketAddr, log: &Path, what: String) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(process) = process.as_mut()
+            && let Some(status) = process.exited()
+        {
+            return Err(exited_early(process, status));
+        }
+        if http_get_status(address, "/readyz").await == Some(200) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout { what, seconds: 60, detail: log_tail(log, 30) });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
