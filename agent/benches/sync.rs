@@ -17,8 +17,7 @@ use common::{Netns, pod, rsid, rule, rule_set, tcp};
 use palisade_agent::{RenderConfig, render};
 use palisade_engine::model::{PolicyKind, Protocol};
 use palisade_engine::plan::{
-    Action, Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch,
-    PortEntry, PortMatch,
+    Action, Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch,
 };
 
 const NAMESPACES: u32 = 100;
@@ -29,21 +28,13 @@ const ROUNDS: usize = 3;
 /// Cluster pod `index` (0..10k) lives at 198.18.<index/256>.<index%256>... spread over 198.18.0.0/15.
 fn pod_ip(namespace: u32, index: u32) -> IpAddr {
     let n = namespace * PODS_PER_NAMESPACE + index + 256;
-    IpAddr::V4(Ipv4Addr::new(
-        198,
-        18 + (n >> 16) as u8,
-        (n >> 8) as u8,
-        n as u8,
-    ))
+    IpAddr::V4(Ipv4Addr::new(198, 18 + (n >> 16) as u8, (n >> 8) as u8, n as u8))
 }
 
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: u32) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 33) % u64::from(bound)) as u32
     }
 }
@@ -59,10 +50,8 @@ fn synthetic_plan() -> NodePlan {
     let mut pods: BTreeMap<_, LocalPod> = BTreeMap::new();
 
     // Cluster-wide groups: all pods of half the namespaces ("env=prod", 5k members) and monitoring.
-    let prod: BTreeSet<IpAddr> = (0..NAMESPACES)
-        .step_by(2)
-        .flat_map(|ns| (0..PODS_PER_NAMESPACE).map(move |i| pod_ip(ns, i)))
-        .collect();
+    let prod: BTreeSet<IpAddr> =
+        (0..NAMESPACES).step_by(2).flat_map(|ns| (0..PODS_PER_NAMESPACE).map(move |i| pod_ip(ns, i))).collect();
     groups.insert(GroupId(id('a', 0xffff0)), Group::Addresses(prod));
     groups.insert(
         GroupId(id('a', 0xffff1)),
@@ -71,18 +60,9 @@ fn synthetic_plan() -> NodePlan {
     groups.insert(
         GroupId(id('n', 0xffff2)),
         Group::Networks(BTreeSet::from([
-            NetEntry {
-                net: "0.0.0.0/0".parse().expect("net"),
-                nomatch: false,
-            },
-            NetEntry {
-                net: "198.18.0.0/15".parse().expect("net"),
-                nomatch: true,
-            },
-            NetEntry {
-                net: "10.0.0.0/8".parse().expect("net"),
-                nomatch: true,
-            },
+            NetEntry { net: "0.0.0.0/0".parse().expect("net"), nomatch: false },
+            NetEntry { net: "198.18.0.0/15".parse().expect("net"), nomatch: true },
+            NetEntry { net: "10.0.0.0/8".parse().expect("net"), nomatch: true },
         ])),
     );
     let admin_egress = rsid(&id('e', 1));
@@ -98,11 +78,7 @@ fn synthetic_plan() -> NodePlan {
                     Action::Accept,
                     PeerMatch::Any,
                     PortMatch::AnyOf(vec![
-                        PortEntry::Range {
-                            protocol: Protocol::Udp,
-                            first: 53,
-                            last: 53,
-                        },
+                        PortEntry::Range { protocol: Protocol::Udp, first: 53, last: 53 },
                         tcp(53, 53),
                     ]),
                 ),
@@ -112,12 +88,7 @@ fn synthetic_plan() -> NodePlan {
                     PeerMatch::AnyOf(vec![GroupId(id('n', 0xffff2))]),
                     PortMatch::AnyOf(vec![tcp(25, 25)]),
                 ),
-                rule(
-                    2,
-                    Action::Pass,
-                    PeerMatch::AnyOf(vec![GroupId(id('a', 0xffff0))]),
-                    PortMatch::Any,
-                ),
+                rule(2, Action::Pass, PeerMatch::AnyOf(vec![GroupId(id('a', 0xffff0))]), PortMatch::Any),
             ],
         ),
     );
@@ -137,12 +108,7 @@ fn synthetic_plan() -> NodePlan {
                             PeerMatch::AnyOf(vec![GroupId(id('a', 0xffff1))]),
                             PortMatch::AnyOf(vec![tcp(9100 + n as u16, 9100 + n as u16)]),
                         ),
-                        rule(
-                            1,
-                            Action::Deny,
-                            PeerMatch::AnyOf(vec![GroupId(id('n', 0xffff2))]),
-                            PortMatch::Any,
-                        ),
+                        rule(1, Action::Deny, PeerMatch::AnyOf(vec![GroupId(id('n', 0xffff2))]), PortMatch::Any),
                     ],
                 ),
             );
@@ -159,12 +125,7 @@ fn synthetic_plan() -> NodePlan {
                     &format!("baseline-{n}"),
                     Direction::Ingress,
                     vec![
-                        rule(
-                            0,
-                            Action::Accept,
-                            PeerMatch::AnyOf(vec![GroupId(id('a', 0xffff0))]),
-                            PortMatch::Any,
-                        ),
+                        rule(0, Action::Accept, PeerMatch::AnyOf(vec![GroupId(id('a', 0xffff0))]), PortMatch::Any),
                         rule(1, Action::Deny, PeerMatch::Any, PortMatch::Any),
                     ],
                 ),
@@ -185,9 +146,7 @@ fn synthetic_plan() -> NodePlan {
                     let group_id = GroupId(id('a', number * 4 + peer));
                     let size = 5 + random.next(60);
                     let peer_namespace = random.next(NAMESPACES);
-                    let members = (0..size)
-                        .map(|_| pod_ip(peer_namespace, random.next(PODS_PER_NAMESPACE)))
-                        .collect();
+                    let members = (0..size).map(|_| pod_ip(peer_namespace, random.next(PODS_PER_NAMESPACE))).collect();
                     groups.insert(group_id.clone(), Group::Addresses(members));
                     group_id
                 })
@@ -226,24 +185,14 @@ fn synthetic_plan() -> NodePlan {
                 groups.insert(
                     block.clone(),
                     Group::Networks(BTreeSet::from([
-                        NetEntry {
-                            net: format!("198.18.{}.0/24", namespace).parse().expect("net"),
-                            nomatch: false,
-                        },
-                        NetEntry {
-                            net: format!("198.18.{}.128/25", namespace).parse().expect("net"),
-                            nomatch: true,
-                        },
+                        NetEntry { net: format!("198.18.{}.0/24", namespace).parse().expect("net"), nomatch: false },
+                        NetEntry { net: format!("198.18.{}.128/25", namespace).parse().expect("net"), nomatch: true },
                     ])),
                 );
                 let named = GroupId(id('p', number));
                 groups.insert(
                     named.clone(),
-                    Group::IpPorts(
-                        (0..10)
-                            .map(|i| (pod_ip(namespace, i), Protocol::Tcp, 8080))
-                            .collect(),
-                    ),
+                    Group::IpPorts((0..10).map(|i| (pod_ip(namespace, i), Protocol::Tcp, 8080)).collect()),
                 );
                 rule_sets.insert(
                     egress_id.clone(),
@@ -291,22 +240,12 @@ fn synthetic_plan() -> NodePlan {
     }
     // A plan only carries what its local pods refer to; the renderer renders only that anyway,
     // but trim the groups so the ipset figures are honest.
-    let mut plan = NodePlan {
-        node: "node-0".into(),
-        pods,
-        rule_sets,
-        groups,
-    };
+    let mut plan = NodePlan { node: "node-0".into(), pods, rule_sets, groups };
     let used_sets: BTreeSet<_> = plan
         .pods
         .values()
         .flat_map(|p| [&p.ingress, &p.egress])
-        .flat_map(|d| {
-            d.admin
-                .iter()
-                .chain(d.network_policy.iter().flatten())
-                .chain(d.baseline.iter())
-        })
+        .flat_map(|d| d.admin.iter().chain(d.network_policy.iter().flatten()).chain(d.baseline.iter()))
         .cloned()
         .collect();
     plan.rule_sets.retain(|id, _| used_sets.contains(id));
@@ -322,13 +261,7 @@ fn synthetic_plan() -> NodePlan {
             let named = match &rule.ports {
                 PortMatch::AnyOf(entries) => entries
                     .iter()
-                    .filter_map(|e| {
-                        if let PortEntry::Named(g) = e {
-                            Some(g.clone())
-                        } else {
-                            None
-                        }
-                    })
+                    .filter_map(|e| if let PortEntry::Named(g) = e { Some(g.clone()) } else { None })
                     .collect(),
                 PortMatch::Any => Vec::new(),
             };
@@ -354,12 +287,7 @@ fn raw_install(netns: &Netns, ipsets: &str, ipv4: &str, ipv6: &str) -> Duration 
             .stdin(Stdio::piped())
             .spawn()
             .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
         assert!(child.wait().expect("wait").success(), "{args:?} failed");
     };
     let start = Instant::now();
@@ -370,31 +298,15 @@ fn raw_install(netns: &Netns, ipsets: &str, ipv4: &str, ipv6: &str) -> Duration 
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let plan = synthetic_plan();
-    let config = RenderConfig {
-        node_ips: vec!["198.18.0.1".parse().expect("ip")],
-        ..RenderConfig::default()
-    };
+    let config = RenderConfig { node_ips: vec!["198.18.0.1".parse().expect("ip")], ..RenderConfig::default() };
 
     let render_start = Instant::now();
     let rendered = render(&plan, &config);
     let render_time = render_start.elapsed();
-    let members: usize = rendered
-        .ipsets
-        .sets
-        .values()
-        .map(|set| set.members.len())
-        .sum();
-    println!(
-        "plan: {} local pods, {} rule sets, {} groups",
-        plan.pods.len(),
-        plan.rule_sets.len(),
-        plan.groups.len()
-    );
+    let members: usize = rendered.ipsets.sets.values().map(|set| set.members.len()).sum();
+    println!("plan: {} local pods, {} rule sets, {} groups", plan.pods.len(), plan.rule_sets.len(), plan.groups.len());
     println!(
         "iptables lines per node: {} (ipv4 {} + ipv6 {}), {} chains; goal <= 20000",
         rendered.v4.rule_count() + rendered.v6.rule_count(),
@@ -402,32 +314,20 @@ fn main() {
         rendered.v6.rule_count(),
         rendered.v4.chains.len() + rendered.v6.chains.len()
     );
-    println!(
-        "ipsets: {} sets, {} members; render time {:?}",
-        rendered.ipsets.sets.len(),
-        members,
-        render_time
-    );
+    println!("ipsets: {} sets, {} members; render time {:?}", rendered.ipsets.sets.len(), members, render_time);
 
     let ipset_text = rendered.ipsets.restore_text();
     let mut raw = Vec::new();
     let mut applier_times = Vec::new();
     for _ in 0..ROUNDS {
         let netns = Netns::new();
-        raw.push(raw_install(
-            &netns,
-            &ipset_text,
-            &rendered.ipv4,
-            &rendered.ipv6,
-        ));
+        raw.push(raw_install(&netns, &ipset_text, &rendered.ipv4, &rendered.ipv6));
         drop(netns);
 
         let netns = Netns::new();
         let mut applier = netns.applier();
         let start = Instant::now();
-        runtime
-            .block_on(applier.sync(&rendered))
-            .expect("applier sync");
+        runtime.block_on(applier.sync(&rendered)).expect("applier sync");
         applier_times.push(start.elapsed());
     }
     let (raw, through_applier) = (median(raw), median(applier_times));
@@ -442,9 +342,7 @@ fn main() {
     let mut applier = netns.applier();
     runtime.block_on(applier.sync(&rendered)).expect("install");
     let start = Instant::now();
-    let noop = runtime
-        .block_on(applier.sync(&rendered))
-        .expect("no-op sync");
+    let noop = runtime.block_on(applier.sync(&rendered)).expect("no-op sync");
     println!(
         "no-op sync: {:?}, {} iptables lines, {} ipset lines",
         start.elapsed(),
@@ -464,9 +362,7 @@ fn main() {
     }
     let start = Instant::now();
     let rendered_churn = render(&churned, &config);
-    let churn = runtime
-        .block_on(applier.sync(&rendered_churn))
-        .expect("churn sync");
+    let churn = runtime.block_on(applier.sync(&rendered_churn)).expect("churn sync");
     println!(
         "pod churn event: {} iptables lines rewritten (goal 0), {} ipset lines ({} added, {} removed), {:?} render+sync",
         churn.iptables_lines,
@@ -479,17 +375,9 @@ fn main() {
     // A new local pod under existing policies: its dispatch rule and per-pod chains only.
     let mut grown = churned.clone();
     let template = grown.pods.values().next().cloned().expect("a pod");
-    grown.pods.insert(
-        pod("ns-0", "pod-new"),
-        LocalPod {
-            ips: vec![pod_ip(0, 98)],
-            ..template
-        },
-    );
+    grown.pods.insert(pod("ns-0", "pod-new"), LocalPod { ips: vec![pod_ip(0, 98)], ..template });
     let start = Instant::now();
-    let added = runtime
-        .block_on(applier.sync(&render(&grown, &config)))
-        .expect("new pod sync");
+    let added = runtime.block_on(applier.sync(&render(&grown, &config))).expect("new pod sync");
     println!(
         "new local pod: {} iptables lines in {} chains, {} ipset lines, {:?}",
         added.iptables_lines,

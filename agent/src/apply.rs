@@ -57,12 +57,7 @@ pub struct ApplyConfig {
 
 impl Default for ApplyConfig {
     fn default() -> Self {
-        ApplyConfig {
-            binaries: Binaries::default(),
-            netns: None,
-            wait_seconds: 10,
-            ipv6: true,
-        }
+        ApplyConfig { binaries: Binaries::default(), netns: None, wait_seconds: 10, ipv6: true }
     }
 }
 
@@ -132,12 +127,7 @@ pub enum ApplyError {
     /// blame: parse errors name the bad line, nf_tables commit-time errors (e.g. a missing jump
     /// target) name the `COMMIT` line.
     #[error("{tool} rejected line {line:?} ({offending:?}): {stderr}")]
-    Restore {
-        tool: String,
-        line: Option<usize>,
-        offending: Option<String>,
-        stderr: String,
-    },
+    Restore { tool: String, line: Option<usize>, offending: Option<String>, stderr: String },
     #[error(transparent)]
     Exec(#[from] ExecError),
 }
@@ -154,17 +144,8 @@ pub struct Applier {
 
 impl Applier {
     pub fn new(config: ApplyConfig) -> Applier {
-        let runner = Runner {
-            ip: config.binaries.ip.clone(),
-            netns: config.netns.clone(),
-        };
-        Applier {
-            config,
-            runner,
-            metrics: Metrics::default(),
-            injected_fault: None,
-            set_roles: BTreeMap::new(),
-        }
+        let runner = Runner { ip: config.binaries.ip.clone(), netns: config.netns.clone() };
+        Applier { config, runner, metrics: Metrics::default(), injected_fault: None, set_roles: BTreeMap::new() }
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -220,18 +201,14 @@ impl Applier {
         // The three reads are independent: run them concurrently (they dominate a no-op sync).
         let read_v6 = async {
             if program_ipv6 {
-                self.runner
-                    .run(&binaries.ip6tables_save, &["-t", "filter"], None)
-                    .await
-                    .map(Some)
+                self.runner.run(&binaries.ip6tables_save, &["-t", "filter"], None).await.map(Some)
             } else {
                 Ok(None)
             }
         };
         let (saved_sets, saved_v4, saved_v6) = tokio::join!(
             self.runner.run(&binaries.ipset, &["save"], None),
-            self.runner
-                .run(&binaries.iptables_save, &["-t", "filter"], None),
+            self.runner.run(&binaries.iptables_save, &["-t", "filter"], None),
             read_v6,
         );
         let (saved_sets, saved_v4, saved_v6) = (saved_sets?, saved_v4?, saved_v6?);
@@ -245,9 +222,7 @@ impl Applier {
             let Some(saved) = saved else { continue };
             let kernel = drift::parse_save(&saved);
             let changes = match tables {
-                Some([v4, v6]) => {
-                    drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel)
-                }
+                Some([v4, v6]) => drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel),
                 None => drift::plan_cleanup(&kernel),
             };
             let mut text = changes.text.clone();
@@ -314,35 +289,19 @@ impl Applier {
 
     async fn ipset_restore(&mut self, text: &str) -> Result<(), ApplyError> {
         let program = self.config.binaries.ipset.clone();
-        let result = self
-            .runner
-            .run(&program, &["restore", "-exist"], Some(text))
-            .await;
+        let result = self.runner.run(&program, &["restore", "-exist"], Some(text)).await;
         self.restore_result(result, text)
     }
 
-    fn restore_result(
-        &mut self,
-        result: Result<String, ExecError>,
-        input: &str,
-    ) -> Result<(), ApplyError> {
+    fn restore_result(&mut self, result: Result<String, ExecError>, input: &str) -> Result<(), ApplyError> {
         match result {
             Ok(_) => Ok(()),
-            Err(ExecError::Failed {
-                program, stderr, ..
-            }) => {
+            Err(ExecError::Failed { program, stderr, .. }) => {
                 self.metrics.restore_errors += 1;
                 let line = blamed_line(&stderr);
-                let offending = line
-                    .and_then(|number| input.lines().nth(number.checked_sub(1)?))
-                    .map(str::to_string);
+                let offending = line.and_then(|number| input.lines().nth(number.checked_sub(1)?)).map(str::to_string);
                 tracing::error!(%program, ?line, ?offending, %stderr, "restore rejected; previous rules stay in force");
-                Err(ApplyError::Restore {
-                    tool: program,
-                    line,
-                    offending,
-                    stderr,
-                })
+                Err(ApplyError::Restore { tool: program, line, offending, stderr })
             }
             Err(other) => {
                 self.metrics.restore_errors += 1;
@@ -352,11 +311,6 @@ impl Applier {
     }
 }
 
-async fn run_restore(
-    runner: &Runner,
-    program: &std::path::Path,
-    wait: &str,
-    text: &str,
-) -> Result<String, ExecError> {
+async fn run_restore(runner: &Runner, program: &std::path::Path, wait: &str, text: &str) -> Result<String, ExecError> {
     runner.run(program, &["--noflush", wait], Some(text)).await
 }

@@ -51,17 +51,9 @@ pub fn parse_save(text: &str) -> KernelTable {
             let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
             let hash = comment_hash(spec);
             if is_owned_chain(chain) {
-                table
-                    .chains
-                    .entry(chain.to_string())
-                    .or_default()
-                    .push(hash);
+                table.chains.entry(chain.to_string()).or_default().push(hash);
             } else if let Some(hash) = hash {
-                table.marked_foreign_rules.push(MarkedRule {
-                    chain: chain.to_string(),
-                    hash,
-                    spec: spec.to_string(),
-                });
+                table.marked_foreign_rules.push(MarkedRule { chain: chain.to_string(), hash, spec: spec.to_string() });
             }
         }
     }
@@ -73,11 +65,7 @@ fn comment_hash(spec: &str) -> Option<String> {
     let start = spec.find("--comment ")? + "--comment ".len();
     let value = spec[start..].trim_start_matches('"');
     let hash = value.strip_prefix(COMMENT_PREFIX)?;
-    Some(
-        hash.chars()
-            .take_while(char::is_ascii_alphanumeric)
-            .collect(),
-    )
+    Some(hash.chars().take_while(char::is_ascii_alphanumeric).collect())
 }
 
 /// One `iptables-restore --noflush` transaction and what it does.
@@ -109,19 +97,12 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
         .filter(|(name, rules)| {
             kernel.chains.get(*name).is_none_or(|hashes| {
                 hashes.len() != rules.len()
-                    || hashes
-                        .iter()
-                        .zip(rules.iter())
-                        .any(|(hash, rule)| hash.as_deref() != Some(rule.hash.as_str()))
+                    || hashes.iter().zip(rules.iter()).any(|(hash, rule)| hash.as_deref() != Some(rule.hash.as_str()))
             })
         })
         .map(|(name, _)| name)
         .collect();
-    let orphans: Vec<&String> = kernel
-        .chains
-        .keys()
-        .filter(|name| !desired.chains.contains_key(*name))
-        .collect();
+    let orphans: Vec<&String> = kernel.chains.keys().filter(|name| !desired.chains.contains_key(*name)).collect();
 
     // Declaring a chain creates it or flushes it; every rewritten or orphaned chain is declared
     // before any rule so references between them resolve inside the one transaction.
@@ -137,13 +118,8 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
 
     let mut kept_hooks: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for rule in &kernel.marked_foreign_rules {
-        let wanted = desired
-            .hooks
-            .iter()
-            .any(|hook| hook.kernel_chain == rule.chain && hook.hash == rule.hash);
-        let seen = kept_hooks
-            .entry((rule.chain.as_str(), rule.hash.as_str()))
-            .or_default();
+        let wanted = desired.hooks.iter().any(|hook| hook.kernel_chain == rule.chain && hook.hash == rule.hash);
+        let seen = kept_hooks.entry((rule.chain.as_str(), rule.hash.as_str())).or_default();
         *seen += 1;
         if !wanted || *seen > 1 {
             body.push(format!("-D {} {}", rule.chain, rule.spec));
@@ -171,11 +147,7 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
 
 /// Removes every rule and chain we own: marked rules in foreign chains first, then our chains.
 pub fn plan_cleanup(kernel: &KernelTable) -> TableChanges {
-    let empty = DesiredTable {
-        family: crate::render::Family::V4,
-        chains: BTreeMap::new(),
-        hooks: Vec::new(),
-    };
+    let empty = DesiredTable { family: crate::render::Family::V4, chains: BTreeMap::new(), hooks: Vec::new() };
     plan_changes(&empty, kernel)
 }
 

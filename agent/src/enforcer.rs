@@ -51,7 +51,12 @@ impl Enforcer {
         let result = self.applier.sync(&rendered).await;
         self.status.publish_metrics(self.applier.metrics());
         let report = result?;
-        tracing::info!(pods = plan.pods.len(), rule_sets = plan.rule_sets.len(), differences = report.differences(), "plan enforced");
+        tracing::info!(
+            pods = plan.pods.len(),
+            rule_sets = plan.rule_sets.len(),
+            differences = report.differences(),
+            "plan enforced"
+        );
         self.enforced = Some((plan.clone(), rendered));
         self.status.mark_ready();
         // The kernel enforces the plan whether or not it reaches the disk; a failed write only

@@ -87,11 +87,7 @@ impl fmt::Display for Member {
             Member::Ip(ip) => write!(f, "{ip}"),
             Member::Net { net, nomatch } => {
                 write!(f, "{net}")?;
-                if *nomatch {
-                    write!(f, " nomatch")
-                } else {
-                    Ok(())
-                }
+                if *nomatch { write!(f, " nomatch") } else { Ok(()) }
             }
             Member::IpPort { ip, protocol, port } => {
                 write!(f, "{ip},{}:{port}", protocol_text(*protocol))
@@ -153,30 +149,14 @@ pub struct SetSpec {
 }
 
 impl SetSpec {
-    pub fn new(
-        name: String,
-        set_type: SetType,
-        family: Family,
-        members: BTreeSet<Member>,
-    ) -> SetSpec {
+    pub fn new(name: String, set_type: SetType, family: Family, members: BTreeSet<Member>) -> SetSpec {
         let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
         let maxelem = match set_type {
             // A list's members are fixed by its content-addressed name: room for exactly them.
             SetType::ListSet => count.max(MIN_LIST_SIZE),
-            _ => count
-                .saturating_mul(2)
-                .checked_next_power_of_two()
-                .unwrap_or(u32::MAX)
-                .max(MIN_MAXELEM),
+            _ => count.saturating_mul(2).checked_next_power_of_two().unwrap_or(u32::MAX).max(MIN_MAXELEM),
         };
-        SetSpec {
-            name,
-            set_type,
-            family,
-            maxelem,
-            members,
-            roles: SetRoles::default(),
-        }
+        SetSpec { name, set_type, family, maxelem, members, roles: SetRoles::default() }
     }
 
     pub fn with_roles(mut self, roles: SetRoles) -> SetSpec {
@@ -256,19 +236,12 @@ impl DesiredIpSets {
 /// The members of a group in one family, in ipset's terms.
 pub fn group_members(group: &Group, family: Family) -> BTreeSet<Member> {
     match group {
-        Group::Addresses(ips) => ips
-            .iter()
-            .filter(|ip| Family::of(ip) == family)
-            .map(|ip| Member::Ip(*ip))
-            .collect(),
+        Group::Addresses(ips) => ips.iter().filter(|ip| Family::of(ip) == family).map(|ip| Member::Ip(*ip)).collect(),
         Group::Networks(entries) => {
             // An explicit entry wins over one produced by splitting a /0 into two /1.
             let mut members: BTreeMap<IpNet, bool> = BTreeMap::new();
             let mut split: Vec<(IpNet, bool)> = Vec::new();
-            for entry in entries
-                .iter()
-                .filter(|entry| Family::of(&entry.net.addr()) == family)
-            {
+            for entry in entries.iter().filter(|entry| Family::of(&entry.net.addr()) == family) {
                 let net = entry.net.trunc();
                 if net.prefix_len() == 0 {
                     split.extend(halves(net).into_iter().map(|half| (half, entry.nomatch)));
@@ -279,19 +252,12 @@ pub fn group_members(group: &Group, family: Family) -> BTreeSet<Member> {
             for (net, nomatch) in split {
                 members.entry(net).or_insert(nomatch);
             }
-            members
-                .into_iter()
-                .map(|(net, nomatch)| Member::Net { net, nomatch })
-                .collect()
+            members.into_iter().map(|(net, nomatch)| Member::Net { net, nomatch }).collect()
         }
         Group::IpPorts(triples) => triples
             .iter()
             .filter(|(ip, protocol, _)| Family::of(ip) == family && protocol.has_ports())
-            .map(|(ip, protocol, port)| Member::IpPort {
-                ip: *ip,
-                protocol: *protocol,
-                port: *port,
-            })
+            .map(|(ip, protocol, port)| Member::IpPort { ip: *ip, protocol: *protocol, port: *port })
             .collect(),
     }
 }
@@ -303,10 +269,9 @@ fn halves(net: IpNet) -> [IpNet; 2] {
             IpNet::V4(Ipv4Net::new_assert([0, 0, 0, 0].into(), 1)),
             IpNet::V4(Ipv4Net::new_assert([128, 0, 0, 0].into(), 1)),
         ],
-        IpNet::V6(_) => [
-            IpNet::V6(Ipv6Net::new_assert(0u128.into(), 1)),
-            IpNet::V6(Ipv6Net::new_assert((1u128 << 127).into(), 1)),
-        ],
+        IpNet::V6(_) => {
+            [IpNet::V6(Ipv6Net::new_assert(0u128.into(), 1)), IpNet::V6(Ipv6Net::new_assert((1u128 << 127).into(), 1))]
+        }
     }
 }
 
@@ -331,19 +296,13 @@ pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
             (Some("create"), Some(name)) if is_owned_set(name) => {
                 let rest: Vec<&str> = words.collect();
                 let set_type = rest.first().copied().unwrap_or_default().to_string();
-                let option = |key: &str| {
-                    rest.windows(2)
-                        .find(|pair| pair[0] == key)
-                        .map(|pair| pair[1])
-                };
+                let option = |key: &str| rest.windows(2).find(|pair| pair[0] == key).map(|pair| pair[1]);
                 sets.insert(
                     name.to_string(),
                     KernelSet {
                         set_type,
                         family: option("family").unwrap_or("inet").to_string(),
-                        maxelem: option("maxelem")
-                            .or_else(|| option("size"))
-                            .and_then(|value| value.parse().ok()),
+                        maxelem: option("maxelem").or_else(|| option("size")).and_then(|value| value.parse().ok()),
                         members: BTreeSet::new(),
                         parsed_all_members: true,
                     },
@@ -368,9 +327,7 @@ pub fn parse_save(text: &str) -> BTreeMap<String, KernelSet> {
 }
 
 pub fn is_owned_set(name: &str) -> bool {
-    Family::ALL
-        .iter()
-        .any(|family| name.starts_with(family.set_prefix()))
+    Family::ALL.iter().any(|family| name.starts_with(family.set_prefix()))
 }
 
 fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
@@ -382,10 +339,7 @@ fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
                 Ok(net) => net,
                 Err(_) => IpNet::from(first.parse::<IpAddr>().ok()?),
             };
-            Some(Member::Net {
-                net,
-                nomatch: words.contains(&"nomatch"),
-            })
+            Some(Member::Net { net, nomatch: words.contains(&"nomatch") })
         }
         "hash:ip,port" => {
             let (ip, protocol_port) = first.split_once(',')?;
@@ -396,11 +350,7 @@ fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
                 "sctp" => Protocol::Sctp,
                 _ => return None,
             };
-            Some(Member::IpPort {
-                ip: ip.parse().ok()?,
-                protocol,
-                port: port.parse().ok()?,
-            })
+            Some(Member::IpPort { ip: ip.parse().ok()?, protocol, port: port.parse().ok()? })
         }
         "list:set" => Some(Member::Set(first.to_string())),
         _ => None,
@@ -438,9 +388,7 @@ impl IpSetChanges {
 /// member there means "isolated", so adding one can only tighten.
 pub fn is_isolation_set(name: &str) -> bool {
     Family::ALL.iter().any(|family| {
-        [Direction::Ingress, Direction::Egress]
-            .into_iter()
-            .any(|direction| isolation_set(*family, direction) == name)
+        [Direction::Ingress, Direction::Egress].into_iter().any(|direction| isolation_set(*family, direction) == name)
     })
 }
 
@@ -477,16 +425,10 @@ pub fn plan_changes(
                 }
                 let temporary = temporary_name(name);
                 push_create_and_fill(&mut changes.after, spec, &temporary);
-                changes
-                    .after
-                    .push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
+                changes.after.push_str(&format!("swap {temporary} {name}\ndestroy {temporary}\n"));
             }
             Some(current) => {
-                let adds = if roles.additions_only_tighten() {
-                    &mut changes.before
-                } else {
-                    &mut changes.after
-                };
+                let adds = if roles.additions_only_tighten() { &mut changes.before } else { &mut changes.after };
                 for member in spec.members.difference(&current.members) {
                     changes.members_added += 1;
                     adds.push_str(&format!("add {name} {member}\n"));
@@ -497,11 +439,7 @@ pub fn plan_changes(
                         continue; // only the nomatch flag changed: the add above (with -exist) updated it
                     }
                     changes.members_removed += 1;
-                    let removes = if roles.removals_only_tighten() {
-                        &mut changes.before
-                    } else {
-                        &mut changes.after
-                    };
+                    let removes = if roles.removals_only_tighten() { &mut changes.before } else { &mut changes.after };
                     removes.push_str(&format!("del {name} {}\n", member_key(member)));
                 }
             }

@@ -66,12 +66,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use palisade_engine::model::{PodKey, Protocol};
 use palisade_engine::plan::{
-    Action, Direction, DirectionPlan, Group, GroupId, NodePlan, PeerMatch, PortEntry, PortMatch,
-    RuleSet, RuleSetId,
+    Action, Direction, DirectionPlan, Group, GroupId, NodePlan, PeerMatch, PortEntry, PortMatch, RuleSet, RuleSetId,
 };
-use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use crate::ipset::{DesiredIpSets, Member, SetRoles, SetSpec, SetType};
@@ -95,10 +94,7 @@ pub struct RenderConfig {
 
 impl Default for RenderConfig {
     fn default() -> Self {
-        RenderConfig {
-            mark: DEFAULT_MARK,
-            node_ips: Vec::new(),
-        }
+        RenderConfig { mark: DEFAULT_MARK, node_ips: Vec::new() }
     }
 }
 
@@ -147,17 +143,11 @@ pub struct OwnedRule {
 
 impl OwnedRule {
     fn new(chain: &str, spec: String) -> OwnedRule {
-        OwnedRule {
-            hash: short_hash(&format!("{chain}\n{spec}")),
-            spec,
-        }
+        OwnedRule { hash: short_hash(&format!("{chain}\n{spec}")), spec }
     }
 
     pub fn restore_line(&self, chain: &str) -> String {
-        format!(
-            "-A {chain} -m comment --comment \"{COMMENT_PREFIX}{}\" {}",
-            self.hash, self.spec
-        )
+        format!("-A {chain} -m comment --comment \"{COMMENT_PREFIX}{}\" {}", self.hash, self.spec)
     }
 }
 
@@ -172,18 +162,11 @@ pub struct Hook {
 impl Hook {
     fn new(kernel_chain: &'static str, target: &str) -> Hook {
         let hash = short_hash(&format!("hook\n{kernel_chain}\n{target}"));
-        Hook {
-            kernel_chain,
-            target: target.to_string(),
-            hash,
-        }
+        Hook { kernel_chain, target: target.to_string(), hash }
     }
 
     pub fn insert_line(&self) -> String {
-        format!(
-            "-I {} 1 -m comment --comment \"{COMMENT_PREFIX}{}\" -j {}",
-            self.kernel_chain, self.hash, self.target
-        )
+        format!("-I {} 1 -m comment --comment \"{COMMENT_PREFIX}{}\" -j {}", self.kernel_chain, self.hash, self.target)
     }
 }
 
@@ -245,13 +228,7 @@ pub fn render(plan: &NodePlan, cfg: &RenderConfig) -> Rendered {
     let mut ipsets = DesiredIpSets::default();
     let v4 = render_family(plan, cfg, Family::V4, &mut ipsets);
     let v6 = render_family(plan, cfg, Family::V6, &mut ipsets);
-    Rendered {
-        ipv4: v4.restore_text(),
-        ipv6: v6.restore_text(),
-        ipsets,
-        v4,
-        v6,
-    }
+    Rendered { ipv4: v4.restore_text(), ipv6: v6.restore_text(), ipsets, v4, v6 }
 }
 
 // ---- names ------------------------------------------------------------------------------------
@@ -266,10 +243,7 @@ pub const ACCEPT_CHAIN: &str = "PAL-ACCEPT";
 
 fn pod_chain(pod: &PodKey, direction: Direction) -> String {
     let letter = direction_letter(direction);
-    format!(
-        "PAL-{letter}-{}",
-        short_hash(&format!("{}/{}", pod.namespace, pod.name))
-    )
+    format!("PAL-{letter}-{}", short_hash(&format!("{}/{}", pod.namespace, pod.name)))
 }
 
 fn direction_letter(direction: Direction) -> char {
@@ -309,21 +283,12 @@ pub fn isolation_set(family: Family, direction: Direction) -> String {
 }
 
 fn group_set_name(family: Family, set_type: SetType, id: &GroupId) -> String {
-    format!(
-        "{}{}-{}",
-        family.set_prefix(),
-        set_type.letter(),
-        id16(&id.0)
-    )
+    format!("{}{}-{}", family.set_prefix(), set_type.letter(), id16(&id.0))
 }
 
 /// Content addresses are 16 hex digits already; anything else is hashed to fit name limits.
 fn id16(id: &str) -> String {
-    if id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         id.to_string()
     } else {
         short_hash(id)
@@ -332,13 +297,10 @@ fn id16(id: &str) -> String {
 
 pub(crate) fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    digest
-        .iter()
-        .take(8)
-        .fold(String::with_capacity(16), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    digest.iter().take(8).fold(String::with_capacity(16), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
 }
 
 // ---- rendering --------------------------------------------------------------------------------
@@ -352,12 +314,7 @@ struct FamilyRenderer<'a> {
     ipsets: &'a mut DesiredIpSets,
 }
 
-fn render_family(
-    plan: &NodePlan,
-    cfg: &RenderConfig,
-    family: Family,
-    ipsets: &mut DesiredIpSets,
-) -> DesiredTable {
+fn render_family(plan: &NodePlan, cfg: &RenderConfig, family: Family, ipsets: &mut DesiredIpSets) -> DesiredTable {
     let mut renderer = FamilyRenderer {
         plan,
         family,
@@ -370,16 +327,9 @@ fn render_family(
     for direction in [Direction::Ingress, Direction::Egress] {
         renderer.render_dispatch(direction, cfg);
     }
-    let hooks = vec![
-        Hook::new("FORWARD", FORWARD_CHAIN),
-        Hook::new("INPUT", INPUT_CHAIN),
-        Hook::new("OUTPUT", OUTPUT_CHAIN),
-    ];
-    DesiredTable {
-        family,
-        chains: renderer.chains,
-        hooks,
-    }
+    let hooks =
+        vec![Hook::new("FORWARD", FORWARD_CHAIN), Hook::new("INPUT", INPUT_CHAIN), Hook::new("OUTPUT", OUTPUT_CHAIN)];
+    DesiredTable { family, chains: renderer.chains, hooks }
 }
 
 impl FamilyRenderer<'_> {
@@ -395,16 +345,10 @@ impl FamilyRenderer<'_> {
             (OUTPUT_CHAIN, &[INGRESS_DISPATCH]),
         ];
         for (chain, dispatches) in layout {
-            self.push(
-                chain,
-                "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
-            );
+            self.push(chain, "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN");
             if self.family == Family::V6 {
                 for icmp_type in [133, 134, 135, 136] {
-                    self.push(
-                        chain,
-                        format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"),
-                    );
+                    self.push(chain, format!("-p ipv6-icmp -m icmp6 --icmpv6-type {icmp_type} -j RETURN"));
                 }
             }
             self.push(chain, "-m conntrack --ctstate INVALID -j DROP");
@@ -423,16 +367,9 @@ impl FamilyRenderer<'_> {
         };
         let isolation = isolation_set(self.family, direction);
         let mut isolated_ips = BTreeSet::new();
-        self.push(
-            dispatch,
-            format!("-m set ! --match-set {isolation} {side} -j RETURN"),
-        );
+        self.push(dispatch, format!("-m set ! --match-set {isolation} {side} -j RETURN"));
         if direction == Direction::Ingress {
-            let node_ips: BTreeSet<&IpAddr> = cfg
-                .node_ips
-                .iter()
-                .filter(|ip| Family::of(ip) == self.family)
-                .collect();
+            let node_ips: BTreeSet<&IpAddr> = cfg.node_ips.iter().filter(|ip| Family::of(ip) == self.family).collect();
             for ip in node_ips {
                 self.push(dispatch, format!("-s {} -j RETURN", host(ip)));
             }
@@ -443,12 +380,8 @@ impl FamilyRenderer<'_> {
                 Direction::Ingress => &local.ingress,
                 Direction::Egress => &local.egress,
             };
-            let own_ips: BTreeSet<IpAddr> = local
-                .ips
-                .iter()
-                .copied()
-                .filter(|ip| Family::of(ip) == self.family)
-                .collect();
+            let own_ips: BTreeSet<IpAddr> =
+                local.ips.iter().copied().filter(|ip| Family::of(ip) == self.family).collect();
             if plan_for.is_open() || own_ips.is_empty() {
                 continue;
             }
@@ -630,7 +563,8 @@ impl FamilyRenderer<'_> {
                     .flat_map(|spec| spec.members.iter().filter_map(as_network))
                     .collect();
                 let name = merged_set_name(self.family, groups);
-                self.ipsets.insert(SetSpec::new(name.clone(), SetType::HashNet, self.family, members).with_roles(roles));
+                self.ipsets
+                    .insert(SetSpec::new(name.clone(), SetType::HashNet, self.family, members).with_roles(roles));
                 sets.push(name);
             }
         }
@@ -642,7 +576,8 @@ impl FamilyRenderer<'_> {
             _ => {
                 let members: BTreeSet<Member> = sets.into_iter().map(Member::Set).collect();
                 let name = union_set_name(self.family, &members);
-                self.ipsets.insert(SetSpec::new(name.clone(), SetType::ListSet, self.family, members).with_roles(roles));
+                self.ipsets
+                    .insert(SetSpec::new(name.clone(), SetType::ListSet, self.family, members).with_roles(roles));
                 matches.push(format!("-m set --match-set {name} {side}"));
             }
         }
@@ -656,11 +591,7 @@ impl FamilyRenderer<'_> {
         let mut named = BTreeSet::new();
         for entry in entries {
             match entry {
-                PortEntry::Range {
-                    protocol,
-                    first,
-                    last,
-                } if first <= last => {
+                PortEntry::Range { protocol, first, last } if first <= last => {
                     ranges.entry(*protocol).or_default().insert((*first, *last));
                 }
                 PortEntry::Range { .. } => {} // empty range: matches nothing
@@ -675,28 +606,16 @@ impl FamilyRenderer<'_> {
                 alternatives.push(format!("-p {}", self.family.icmp_protocol()));
                 continue;
             };
-            if protocol_ranges
-                .iter()
-                .any(|&(first, last)| first == 0 && last == u16::MAX)
-            {
+            if protocol_ranges.iter().any(|&(first, last)| first == 0 && last == u16::MAX) {
                 alternatives.push(format!("-p {name}"));
                 continue;
             }
             for chunk in multiport_chunks(&protocol_ranges) {
                 if let [(first, last)] = chunk.as_slice() {
-                    alternatives.push(format!(
-                        "-p {name} -m {name} --dport {}",
-                        port_text(*first, *last)
-                    ));
+                    alternatives.push(format!("-p {name} -m {name} --dport {}", port_text(*first, *last)));
                 } else {
-                    let list: Vec<String> = chunk
-                        .iter()
-                        .map(|&(first, last)| port_text(first, last))
-                        .collect();
-                    alternatives.push(format!(
-                        "-p {name} -m multiport --dports {}",
-                        list.join(",")
-                    ));
+                    let list: Vec<String> = chunk.iter().map(|&(first, last)| port_text(first, last)).collect();
+                    alternatives.push(format!("-p {name} -m multiport --dports {}", list.join(",")));
                 }
             }
         }
@@ -721,11 +640,8 @@ impl FamilyRenderer<'_> {
             if group.is_none() {
                 tracing::warn!(group = %id.0, "plan refers to a missing group; rendering it empty");
             }
-            let members = group
-                .map(|group| crate::ipset::group_members(group, self.family))
-                .unwrap_or_default();
-            self.ipsets
-                .insert(SetSpec::new(name.clone(), set_type, self.family, members));
+            let members = group.map(|group| crate::ipset::group_members(group, self.family)).unwrap_or_default();
+            self.ipsets.insert(SetSpec::new(name.clone(), set_type, self.family, members));
         }
         self.ipsets.add_roles(&name, roles);
         (name, set_type)
@@ -805,11 +721,7 @@ fn protocol_name(protocol: Protocol) -> Option<&'static str> {
 }
 
 fn port_text(first: u16, last: u16) -> String {
-    if first == last {
-        first.to_string()
-    } else {
-        format!("{first}:{last}")
-    }
+    if first == last { first.to_string() } else { format!("{first}:{last}") }
 }
 
 /// Merges overlapping or adjacent ranges, then packs them into multiport lines of 15 slots

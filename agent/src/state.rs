@@ -122,8 +122,11 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(store.path(), b"{not json").expect("write");
         assert!(matches!(store.load().await, Err(StoreError::Corrupt { .. })));
-        std::fs::write(store.path(), br#"{"format": 99, "plan": {"node": "n1", "pods": {}, "rule_sets": {}, "groups": {}}}"#)
-            .expect("write");
+        std::fs::write(
+            store.path(),
+            br#"{"format": 99, "plan": {"node": "n1", "pods": {}, "rule_sets": {}, "groups": {}}}"#,
+        )
+        .expect("write");
         assert!(matches!(store.load().await, Err(StoreError::UnsupportedFormat { found: 99, .. })));
     }
 }

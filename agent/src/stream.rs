@@ -52,7 +52,10 @@ pub fn stream_url(operator: &str, node: &str) -> Result<String, StreamError> {
         return Err(refuse("expected host[:port] with no path"));
     }
     if node.is_empty() || node.contains('/') {
-        return Err(StreamError::Address(operator.to_string(), format!("node name {node:?} is not a valid path segment")));
+        return Err(StreamError::Address(
+            operator.to_string(),
+            format!("node name {node:?} is not a valid path segment"),
+        ));
     }
     Ok(format!("wss://{authority}{}", stream_path(node)))
 }
@@ -75,11 +78,10 @@ pub async fn connect(endpoint: &Endpoint) -> Result<PlanStream, StreamError> {
         .as_str()
         .into_client_request()
         .map_err(|error| StreamError::Address(endpoint.url.clone(), error.to_string()))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| StreamError::Token {
-            path: endpoint.token_file.clone(),
-            source: std::io::Error::other("the token is not a valid header value"),
-        })?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| StreamError::Token {
+        path: endpoint.token_file.clone(),
+        source: std::io::Error::other("the token is not a valid header value"),
+    })?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
     request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
 
@@ -108,7 +110,10 @@ async fn read_token(path: &Path) -> Result<String, StreamError> {
         .map_err(|source| StreamError::Token { path: path.to_path_buf(), source })?;
     let token = token.trim();
     if token.is_empty() {
-        return Err(StreamError::Token { path: path.to_path_buf(), source: std::io::Error::other("the file is empty") });
+        return Err(StreamError::Token {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("the file is empty"),
+        });
     }
     Ok(token.to_string())
 }
@@ -184,7 +189,9 @@ mod tests {
     #[test]
     fn deltas_must_start_from_the_held_version() {
         let mut session = PlanSession::default();
-        let delta = |base, version| OperatorMessage::delta(base, version, PlanDelta { node: "n1".into(), ..PlanDelta::default() });
+        let delta = |base, version| {
+            OperatorMessage::delta(base, version, PlanDelta { node: "n1".into(), ..PlanDelta::default() })
+        };
         assert!(matches!(session.receive(delta(0, 1)), Err(StreamError::BaseMismatch { base: 0, held: None })));
         let snapshot = OperatorMessage::snapshot(3, NodePlan { node: "n1".into(), ..NodePlan::default() });
         assert_eq!(session.receive(snapshot).ok(), Some(3));

@@ -10,12 +10,7 @@ fn ip(text: &str) -> Member {
 }
 
 fn spec(name: &str, members: &[&str]) -> SetSpec {
-    SetSpec::new(
-        name.to_string(),
-        SetType::HashIp,
-        Family::V4,
-        members.iter().map(|member| ip(member)).collect(),
-    )
+    SetSpec::new(name.to_string(), SetType::HashIp, Family::V4, members.iter().map(|member| ip(member)).collect())
 }
 
 fn kernel(spec: &SetSpec, members: &[&str]) -> KernelSet {
@@ -23,10 +18,7 @@ fn kernel(spec: &SetSpec, members: &[&str]) -> KernelSet {
         set_type: "hash:ip".to_string(),
         family: "inet".to_string(),
         maxelem: Some(spec.maxelem),
-        members: members
-            .iter()
-            .map(|member| ip(member))
-            .collect::<BTreeSet<_>>(),
+        members: members.iter().map(|member| ip(member)).collect::<BTreeSet<_>>(),
         parsed_all_members: true,
     }
 }
@@ -42,10 +34,7 @@ fn only_tightening_changes_run_before_iptables() {
     }
     let mut current = BTreeMap::new();
     current.insert(iso.name.clone(), kernel(&iso, &["10.0.0.2", "10.0.0.3"]));
-    current.insert(
-        peers.name.clone(),
-        kernel(&peers, &["10.0.1.2", "10.0.1.3"]),
-    );
+    current.insert(peers.name.clone(), kernel(&peers, &["10.0.1.2", "10.0.1.3"]));
     current.insert("pal4-a-old".to_string(), kernel(&peers, &["10.0.3.1"]));
 
     let changes = ipset::plan_changes(&desired, &current, &BTreeMap::new());
@@ -54,10 +43,7 @@ fn only_tightening_changes_run_before_iptables() {
         "create pal4-a-new hash:ip family inet maxelem 65536\nflush pal4-a-new\n\
          add pal4-a-new 10.0.2.1\nadd pal4-iso-in 10.0.0.1\n"
     );
-    assert_eq!(
-        changes.after,
-        "add pal4-a-peers 10.0.1.1\ndel pal4-a-peers 10.0.1.3\ndel pal4-iso-in 10.0.0.3\n"
-    );
+    assert_eq!(changes.after, "add pal4-a-peers 10.0.1.1\ndel pal4-a-peers 10.0.1.3\ndel pal4-iso-in 10.0.0.3\n");
     assert_eq!(changes.destroy, "destroy pal4-a-old\n");
     assert_eq!((changes.members_added, changes.members_removed), (2, 2));
     assert_eq!(changes.update_lines(), 7);
@@ -75,11 +61,7 @@ fn a_rebuilt_isolation_set_isolates_new_members_before_iptables() {
     let changes = ipset::plan_changes(&desired, &current, &BTreeMap::new());
     assert_eq!(changes.sets_swapped, 1);
     assert_eq!(changes.before, "add pal4-iso-eg 10.0.0.1\n");
-    assert!(
-        changes.after.contains("swap pal4-tmpiso-eg pal4-iso-eg\n"),
-        "{}",
-        changes.after
-    );
+    assert!(changes.after.contains("swap pal4-tmpiso-eg pal4-iso-eg\n"), "{}", changes.after);
 }
 
 /// Under the old rules and the new, every change made early only tightens, and every change made
@@ -94,7 +76,8 @@ fn member_changes_are_ordered_by_what_the_set_does() {
     let mut previous = BTreeMap::new();
     for set in [&allows, &denies, &passes] {
         desired.insert(set.clone());
-        let old_members = [set.members.iter().next().map(ToString::to_string).unwrap_or_default(), "10.0.9.9".to_string()];
+        let old_members =
+            [set.members.iter().next().map(ToString::to_string).unwrap_or_default(), "10.0.9.9".to_string()];
         let old_members: Vec<&str> = old_members.iter().map(String::as_str).collect();
         current.insert(set.name.clone(), kernel(set, &old_members));
         previous.insert(set.name.clone(), set.roles);

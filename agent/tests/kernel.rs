@@ -7,10 +7,9 @@ use palisade_engine::plan::{Action, Group, PeerMatch, PortMatch};
 
 /// kube-proxy- and Docker-like state that must survive everything we do byte for byte.
 fn install_foreign_state(netns: &Netns) {
-    netns.sh(
-        "ipset create KUBE-LOOP-BACK hash:ip,port,ip && ipset add KUBE-LOOP-BACK 198.18.9.1,tcp:80,198.18.9.1 && \
-         ipset create docker-peers hash:net && ipset add docker-peers 198.18.64.0/18",
-    );
+    netns
+        .sh("ipset create KUBE-LOOP-BACK hash:ip,port,ip && ipset add KUBE-LOOP-BACK 198.18.9.1,tcp:80,198.18.9.1 && \
+         ipset create docker-peers hash:net && ipset add docker-peers 198.18.64.0/18");
     netns.sh(
         "printf '*filter\n:KUBE-SERVICES - [0:0]\n:DOCKER - [0:0]\n\
 -A KUBE-SERVICES -d 198.18.100.1/32 -p tcp -m comment --comment \"default/kubernetes:https has no endpoints\" -m tcp --dport 443 -j REJECT --reject-with icmp-port-unreachable\n\
@@ -21,7 +20,9 @@ fn install_foreign_state(netns: &Netns) {
 -A INPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
 COMMIT\n' | iptables-restore --noflush",
     );
-    netns.sh("printf '*filter\n:KUBE-SERVICES - [0:0]\n-A FORWARD -j KUBE-SERVICES\nCOMMIT\n' | ip6tables-restore --noflush");
+    netns.sh(
+        "printf '*filter\n:KUBE-SERVICES - [0:0]\n-A FORWARD -j KUBE-SERVICES\nCOMMIT\n' | ip6tables-restore --noflush",
+    );
 }
 
 #[tokio::test]
@@ -29,14 +30,8 @@ async fn rendered_text_passes_iptables_restore_test() {
     let netns = Netns::new();
     let rendered = render(&sample_plan(), &render_config());
     // `-m set` needs its sets to exist even for --test.
-    netns.sh(&format!(
-        "printf '%s' '{}' | ipset restore",
-        rendered.ipsets.restore_text()
-    ));
-    for (tool, text) in [
-        ("iptables-restore", &rendered.ipv4),
-        ("ip6tables-restore", &rendered.ipv6),
-    ] {
+    netns.sh(&format!("printf '%s' '{}' | ipset restore", rendered.ipsets.restore_text()));
+    for (tool, text) in [("iptables-restore", &rendered.ipv4), ("ip6tables-restore", &rendered.ipv6)] {
         netns.sh(&format!("printf '%s' '{text}' | {tool} --noflush --test"));
     }
 }
@@ -51,48 +46,22 @@ async fn sync_installs_hooks_chains_and_sets_then_is_idempotent() {
     assert!(first.iptables_lines > 0 && first.sets_created == rendered.ipsets.sets.len());
 
     let saved = netns.sh("iptables-save -t filter");
-    for (kernel, ours) in [
-        ("FORWARD", "PAL-FORWARD"),
-        ("INPUT", "PAL-INPUT"),
-        ("OUTPUT", "PAL-OUTPUT"),
-    ] {
-        let first_rule = saved
-            .lines()
-            .find(|line| line.starts_with(&format!("-A {kernel} ")))
-            .expect("hook");
-        assert!(
-            first_rule.ends_with(&format!("-j {ours}")),
-            "{kernel} starts with {first_rule}"
-        );
+    for (kernel, ours) in [("FORWARD", "PAL-FORWARD"), ("INPUT", "PAL-INPUT"), ("OUTPUT", "PAL-OUTPUT")] {
+        let first_rule = saved.lines().find(|line| line.starts_with(&format!("-A {kernel} "))).expect("hook");
+        assert!(first_rule.ends_with(&format!("-j {ours}")), "{kernel} starts with {first_rule}");
     }
     for chain in rendered.v4.chains.keys() {
-        assert!(
-            saved.contains(&format!(":{chain} - [0:0]")),
-            "chain {chain} missing"
-        );
+        assert!(saved.contains(&format!(":{chain} - [0:0]")), "chain {chain} missing");
     }
     let owned_rules = saved.lines().filter(|line| line.contains("\"pal:")).count();
     assert_eq!(owned_rules, rendered.v4.rule_count());
     let saved6 = netns.sh("ip6tables-save -t filter");
-    assert_eq!(
-        saved6
-            .lines()
-            .filter(|line| line.contains("\"pal:"))
-            .count(),
-        rendered.v6.rule_count()
-    );
-    assert!(
-        netns
-            .sh("ipset list -n")
-            .contains("pal6-n-000000000000b10c")
-    );
+    assert_eq!(saved6.lines().filter(|line| line.contains("\"pal:")).count(), rendered.v6.rule_count());
+    assert!(netns.sh("ipset list -n").contains("pal6-n-000000000000b10c"));
 
     let before = netns.tables();
     let second = applier.sync(&rendered).await.expect("second sync");
-    assert_eq!(
-        second.iptables_lines, 0,
-        "an unchanged plan writes nothing: {second:?}"
-    );
+    assert_eq!(second.iptables_lines, 0, "an unchanged plan writes nothing: {second:?}");
     assert_eq!(second.ipset_lines, 0);
     assert_eq!(netns.tables(), before);
 }
@@ -105,40 +74,19 @@ async fn foreign_rules_and_sets_stay_byte_identical() {
     let pristine_foreign = netns.foreign_state();
     let mut applier = netns.applier();
 
-    applier
-        .sync(&render(&sample_plan(), &render_config()))
-        .await
-        .expect("install");
-    assert_eq!(
-        netns.foreign_state(),
-        pristine_foreign,
-        "install changed foreign state"
-    );
+    applier.sync(&render(&sample_plan(), &render_config())).await.expect("install");
+    assert_eq!(netns.foreign_state(), pristine_foreign, "install changed foreign state");
 
     let mut plan = sample_plan();
     plan.pods.remove(&pod("default", "web"));
     plan.rule_sets.remove(&rsid(ADMIN_EGRESS));
     plan.rule_sets.remove(&rsid(NP_INGRESS));
-    let report = applier
-        .sync(&render(&plan, &render_config()))
-        .await
-        .expect("update");
-    assert!(
-        report.chains_deleted > 0 && report.sets_destroyed > 0,
-        "{report:?}"
-    );
-    assert_eq!(
-        netns.foreign_state(),
-        pristine_foreign,
-        "update changed foreign state"
-    );
+    let report = applier.sync(&render(&plan, &render_config())).await.expect("update");
+    assert!(report.chains_deleted > 0 && report.sets_destroyed > 0, "{report:?}");
+    assert_eq!(netns.foreign_state(), pristine_foreign, "update changed foreign state");
 
     applier.cleanup().await.expect("cleanup");
-    assert_eq!(
-        netns.tables(),
-        pristine_tables,
-        "cleanup must leave exactly the foreign tables"
-    );
+    assert_eq!(netns.tables(), pristine_tables, "cleanup must leave exactly the foreign tables");
     assert_eq!(netns.owned_sets(), "", "cleanup must destroy our sets");
     assert_eq!(netns.foreign_state(), pristine_foreign);
 }
@@ -157,7 +105,8 @@ async fn check_and_repair_fixes_flushed_chains_hooks_and_strays() {
     assert_eq!(clean.differences(), 0);
     assert_eq!(applier.metrics().repairs, 0);
 
-    let baseline_tier = rendered.v4.chains.keys().find(|name| name.starts_with("PAL-BI-")).expect("a baseline tier chain").clone();
+    let baseline_tier =
+        rendered.v4.chains.keys().find(|name| name.starts_with("PAL-BI-")).expect("a baseline tier chain").clone();
     netns.sh(&format!("iptables -F {baseline_tier}"));
     netns.sh("iptables -D FORWARD 1"); // our hook
     netns.sh("ip6tables -A PAL-INGRESS -j ACCEPT");
@@ -182,10 +131,7 @@ async fn rejected_restore_keeps_previous_state_and_names_the_line() {
     let netns = Netns::new();
     install_foreign_state(&netns);
     let mut applier = netns.applier();
-    applier
-        .sync(&render(&sample_plan(), &render_config()))
-        .await
-        .expect("install");
+    applier.sync(&render(&sample_plan(), &render_config())).await.expect("install");
     let before = netns.tables();
     let sets_before = netns.owned_sets();
 
@@ -199,52 +145,28 @@ async fn rejected_restore_keeps_previous_state_and_names_the_line() {
         ));
     }
     applier.inject_iptables_fault("-A PAL-FORWARD --no-such-option 1 -j RETURN");
-    let error = applier
-        .sync(&render(&plan, &render_config()))
-        .await
-        .expect_err("restore must fail");
+    let error = applier.sync(&render(&plan, &render_config())).await.expect_err("restore must fail");
     match &error {
-        ApplyError::Restore {
-            line: Some(line),
-            offending: Some(offending),
-            stderr,
-            ..
-        } => {
+        ApplyError::Restore { line: Some(line), offending: Some(offending), stderr, .. } => {
             assert!(*line > 1, "line number {line}");
-            assert_eq!(
-                offending, "-A PAL-FORWARD --no-such-option 1 -j RETURN",
-                "stderr: {stderr}"
-            );
+            assert_eq!(offending, "-A PAL-FORWARD --no-such-option 1 -j RETURN", "stderr: {stderr}");
         }
         other => panic!("expected a Restore error with a line, got {other:?}"),
     }
     assert_eq!(applier.metrics().restore_errors, 1);
-    assert_eq!(
-        netns.tables(),
-        before,
-        "a rejected transaction must change nothing"
-    );
+    assert_eq!(netns.tables(), before, "a rejected transaction must change nothing");
     assert_eq!(netns.owned_sets(), sets_before);
 
     // The retry without the fault goes through.
-    let report = applier
-        .sync(&render(&plan, &render_config()))
-        .await
-        .expect("retry");
-    assert_eq!(
-        report.chains_written, 2,
-        "the rule set chain, once per family: {report:?}"
-    );
+    let report = applier.sync(&render(&plan, &render_config())).await.expect("retry");
+    assert_eq!(report.chains_written, 2, "the rule set chain, once per family: {report:?}");
 }
 
 #[tokio::test]
 async fn peer_churn_changes_only_ipset_members() {
     let netns = Netns::new();
     let mut applier = netns.applier();
-    applier
-        .sync(&render(&sample_plan(), &render_config()))
-        .await
-        .expect("install");
+    applier.sync(&render(&sample_plan(), &render_config())).await.expect("install");
     let tables_before = netns.tables();
     let lines_before = applier.metrics().lines_written;
 
@@ -255,15 +177,9 @@ async fn peer_churn_changes_only_ipset_members() {
         members.insert(ip("fd00:198:18:2::11"));
     }
     if let Some(Group::Networks(entries)) = plan.groups.get_mut(&gid(BLOCK)) {
-        entries.insert(palisade_engine::plan::NetEntry {
-            net: "198.18.3.0/24".parse().expect("net"),
-            nomatch: false,
-        });
+        entries.insert(palisade_engine::plan::NetEntry { net: "198.18.3.0/24".parse().expect("net"), nomatch: false });
     }
-    let report = applier
-        .sync(&render(&plan, &render_config()))
-        .await
-        .expect("churn");
+    let report = applier.sync(&render(&plan, &render_config())).await.expect("churn");
     assert_eq!(report.iptables_lines, 0, "{report:?}");
     assert_eq!(applier.metrics().lines_written, lines_before);
     // Two IPv4 and one IPv6 address in the clients' set, and the IPv6 one again in the IPv6 union
@@ -283,15 +199,12 @@ async fn changed_set_header_is_swapped_not_flushed() {
     let rendered = render(&sample_plan(), &render_config());
     applier.sync(&rendered).await.expect("install");
     // Someone recreated our set smaller: the header differs, so it is rebuilt and swapped in.
-    netns.sh("ipset create pal4-tmpx hash:ip maxelem 16 && ipset swap pal4-tmpx pal4-iso-in && ipset destroy pal4-tmpx");
+    netns
+        .sh("ipset create pal4-tmpx hash:ip maxelem 16 && ipset swap pal4-tmpx pal4-iso-in && ipset destroy pal4-tmpx");
     let report = applier.check_and_repair(&rendered).await.expect("repair");
     assert_eq!(report.sets_swapped, 1, "{report:?}");
     assert!(netns.sh("ipset save pal4-iso-in").contains("maxelem 65536"));
-    assert!(
-        netns
-            .sh("ipset save pal4-iso-in")
-            .contains("add pal4-iso-in 198.18.1.10")
-    );
+    assert!(netns.sh("ipset save pal4-iso-in").contains("add pal4-iso-in 198.18.1.10"));
 }
 
 #[tokio::test]
@@ -304,39 +217,16 @@ async fn nomatch_flag_flip_updates_in_place() {
     if let Some(Group::Networks(entries)) = base.groups.get_mut(&gid(BLOCK)) {
         entries.insert(palisade_engine::plan::NetEntry { net: "198.19.0.0/16".parse().expect("net"), nomatch: true });
     }
-    applier
-        .sync(&render(&base, &render_config()))
-        .await
-        .expect("install");
+    applier.sync(&render(&base, &render_config())).await.expect("install");
     let mut plan = base.clone();
     if let Some(Group::Networks(entries)) = plan.groups.get_mut(&gid(BLOCK)) {
-        let except = palisade_engine::plan::NetEntry {
-            net: "198.18.0.0/15".parse().expect("net"),
-            nomatch: true,
-        };
+        let except = palisade_engine::plan::NetEntry { net: "198.18.0.0/15".parse().expect("net"), nomatch: true };
         entries.remove(&except);
-        entries.insert(palisade_engine::plan::NetEntry {
-            nomatch: false,
-            ..except
-        });
+        entries.insert(palisade_engine::plan::NetEntry { nomatch: false, ..except });
     }
-    let report = applier
-        .sync(&render(&plan, &render_config()))
-        .await
-        .expect("flip");
-    assert_eq!(
-        (
-            report.members_added,
-            report.members_removed,
-            report.iptables_lines
-        ),
-        (1, 0, 0),
-        "{report:?}"
-    );
+    let report = applier.sync(&render(&plan, &render_config())).await.expect("flip");
+    assert_eq!((report.members_added, report.members_removed, report.iptables_lines), (1, 0, 0), "{report:?}");
     let sets = netns.owned_sets();
-    assert!(
-        sets.contains("add pal4-n-000000000000b10c 198.18.0.0/15\n"),
-        "{sets}"
-    );
+    assert!(sets.contains("add pal4-n-000000000000b10c 198.18.0.0/15\n"), "{sets}");
     assert!(!sets.contains("198.18.0.0/15 nomatch"));
 }

@@ -14,9 +14,7 @@ use std::time::Duration;
 use common::*;
 use palisade_agent::{RenderConfig, render};
 use palisade_engine::model::PolicyKind;
-use palisade_engine::plan::{
-    Action, Direction, DirectionPlan, Group, LocalPod, NodePlan, PeerMatch, PortMatch,
-};
+use palisade_engine::plan::{Action, Direction, DirectionPlan, Group, LocalPod, NodePlan, PeerMatch, PortMatch};
 
 const CLIENT_IP: &str = "198.18.1.10";
 const SERVER_IP: &str = "198.18.2.10";
@@ -52,9 +50,7 @@ impl Server {
                 }
             }
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("server ready");
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server ready");
         Server { stop }
     }
 }
@@ -88,41 +84,25 @@ fn topology() -> Topology {
     node.sh("sysctl -qw net.ipv4.ip_forward=1");
     for (pod, index, ip) in [(&client, 1, CLIENT_IP), (&server, 2, SERVER_IP)] {
         let host_side = format!("pv{index}");
-        node.sh(&format!(
-            "ip link add {host_side} type veth peer name eth0 netns {}",
-            pod.name
+        node.sh(&format!("ip link add {host_side} type veth peer name eth0 netns {}", pod.name));
+        node.sh(&format!("ip addr add 198.18.{index}.1/24 dev {host_side} && ip link set {host_side} up"));
+        pod.sh(&format!(
+            "ip addr add {ip}/24 dev eth0 && ip link set eth0 up && ip route add default via 198.18.{index}.1"
         ));
-        node.sh(&format!(
-            "ip addr add 198.18.{index}.1/24 dev {host_side} && ip link set {host_side} up"
-        ));
-        pod.sh(&format!("ip addr add {ip}/24 dev eth0 && ip link set eth0 up && ip route add default via 198.18.{index}.1"));
     }
-    Topology {
-        node,
-        client,
-        server,
-    }
+    Topology { node, client, server }
 }
 
 fn config() -> RenderConfig {
-    RenderConfig {
-        node_ips: vec![ip("198.18.1.1"), ip("198.18.2.1")],
-        ..RenderConfig::default()
-    }
+    RenderConfig { node_ips: vec![ip("198.18.1.1"), ip("198.18.2.1")], ..RenderConfig::default() }
 }
 
 /// The server pod is isolated for ingress by a NetworkPolicy allowing `allowed` on tcp/8080, and
 /// optionally by an admin policy denying the client first.
 fn plan(allowed: &[&str], admin_deny_client: bool) -> NodePlan {
     let mut groups = BTreeMap::new();
-    groups.insert(
-        gid(CLIENTS),
-        Group::Addresses(allowed.iter().map(|text| ip(text)).collect()),
-    );
-    groups.insert(
-        gid(BLOCK),
-        Group::Addresses(BTreeSet::from([ip(CLIENT_IP)])),
-    );
+    groups.insert(gid(CLIENTS), Group::Addresses(allowed.iter().map(|text| ip(text)).collect()));
+    groups.insert(gid(BLOCK), Group::Addresses(BTreeSet::from([ip(CLIENT_IP)])));
     let mut rule_sets = BTreeMap::new();
     rule_sets.insert(
         rsid(NP_INGRESS),
@@ -144,12 +124,7 @@ fn plan(allowed: &[&str], admin_deny_client: bool) -> NodePlan {
             PolicyKind::ClusterNetworkPolicy,
             "deny-client",
             Direction::Ingress,
-            vec![rule(
-                0,
-                Action::Deny,
-                PeerMatch::AnyOf(vec![gid(BLOCK)]),
-                PortMatch::Any,
-            )],
+            vec![rule(0, Action::Deny, PeerMatch::AnyOf(vec![gid(BLOCK)]), PortMatch::Any)],
         ),
     );
     let mut pods = BTreeMap::new();
@@ -158,30 +133,15 @@ fn plan(allowed: &[&str], admin_deny_client: bool) -> NodePlan {
         LocalPod {
             ips: vec![ip(SERVER_IP)],
             ingress: DirectionPlan {
-                admin: if admin_deny_client {
-                    vec![rsid(ADMIN_EGRESS)]
-                } else {
-                    Vec::new()
-                },
+                admin: if admin_deny_client { vec![rsid(ADMIN_EGRESS)] } else { Vec::new() },
                 network_policy: Some(vec![rsid(NP_INGRESS)]),
                 baseline: Vec::new(),
             },
             egress: DirectionPlan::default(),
         },
     );
-    pods.insert(
-        pod("default", "client"),
-        LocalPod {
-            ips: vec![ip(CLIENT_IP)],
-            ..LocalPod::default()
-        },
-    );
-    NodePlan {
-        node: "node-a".into(),
-        pods,
-        rule_sets,
-        groups,
-    }
+    pods.insert(pod("default", "client"), LocalPod { ips: vec![ip(CLIENT_IP)], ..LocalPod::default() });
+    NodePlan { node: "node-a".into(), pods, rule_sets, groups }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,50 +149,20 @@ async fn plans_flip_real_tcp_connections() {
     let topology = topology();
     let target: SocketAddr = format!("{SERVER_IP}:{PORT}").parse().expect("addr");
     let _server = Server::start(&topology.server.name, target);
-    assert!(
-        connects(&topology.client.name, target),
-        "no policy yet: the topology must connect"
-    );
+    assert!(connects(&topology.client.name, target), "no policy yet: the topology must connect");
 
     let mut applier = topology.node.applier();
-    applier
-        .sync(&render(&plan(&[CLIENT_IP], false), &config()))
-        .await
-        .expect("allow");
-    assert!(
-        connects(&topology.client.name, target),
-        "client is in the allowed group"
-    );
+    applier.sync(&render(&plan(&[CLIENT_IP], false), &config())).await.expect("allow");
+    assert!(connects(&topology.client.name, target), "client is in the allowed group");
 
-    let churn = applier
-        .sync(&render(&plan(&[], false), &config()))
-        .await
-        .expect("deny by churn");
-    assert_eq!(
-        churn.iptables_lines, 0,
-        "group membership change must be set-only"
-    );
-    assert!(
-        !connects(&topology.client.name, target),
-        "client left the allowed group"
-    );
-    assert!(
-        connects(&topology.node.name, target),
-        "the node itself (kubelet probes) is always allowed"
-    );
+    let churn = applier.sync(&render(&plan(&[], false), &config())).await.expect("deny by churn");
+    assert_eq!(churn.iptables_lines, 0, "group membership change must be set-only");
+    assert!(!connects(&topology.client.name, target), "client left the allowed group");
+    assert!(connects(&topology.node.name, target), "the node itself (kubelet probes) is always allowed");
 
-    applier
-        .sync(&render(&plan(&[CLIENT_IP], true), &config()))
-        .await
-        .expect("admin deny");
-    assert!(
-        !connects(&topology.client.name, target),
-        "admin Deny wins over the NetworkPolicy allow"
-    );
+    applier.sync(&render(&plan(&[CLIENT_IP], true), &config())).await.expect("admin deny");
+    assert!(!connects(&topology.client.name, target), "admin Deny wins over the NetworkPolicy allow");
 
     applier.cleanup().await.expect("cleanup");
-    assert!(
-        connects(&topology.client.name, target),
-        "cleanup restores connectivity"
-    );
+    assert!(connects(&topology.client.name, target), "cleanup restores connectivity");
 }

@@ -42,10 +42,7 @@ fn names_fit_kernel_limits() {
         }
     }
     for name in rendered.ipsets.sets.keys() {
-        assert!(
-            name.len() + 3 <= 31,
-            "set name leaves no room for its temporary: {name}"
-        );
+        assert!(name.len() + 3 <= 31, "set name leaves no room for its temporary: {name}");
     }
 }
 
@@ -67,10 +64,7 @@ fn group_membership_changes_only_ipsets() {
 #[test]
 fn open_pods_get_no_chain_and_no_dispatch() {
     let rendered = render(&sample_plan(), &render_config());
-    assert!(
-        !rendered.ipv4.contains("198.18.1.30"),
-        "the open pod db must not appear"
-    );
+    assert!(!rendered.ipv4.contains("198.18.1.30"), "the open pod db must not appear");
     // web's IPv6 address is isolated; api has no IPv6 address, so only web dispatches in v6.
     assert!(rendered.ipv6.contains("-d fd00:198:18:1::10/128 -g PAL-I-"));
 }
@@ -78,16 +72,9 @@ fn open_pods_get_no_chain_and_no_dispatch() {
 #[test]
 fn empty_plan_renders_only_the_skeleton() {
     let rendered = render(&Default::default(), &Default::default());
-    assert!(
-        rendered.ipv4.contains("-j DROP"),
-        "dispatch ends in a fail-closed DROP"
-    );
+    assert!(rendered.ipv4.contains("-j DROP"), "dispatch ends in a fail-closed DROP");
     assert_eq!(rendered.v4.chains.len(), 5);
-    assert_eq!(
-        rendered.ipsets.sets.len(),
-        4,
-        "isolation sets per family and direction"
-    );
+    assert_eq!(rendered.ipsets.sets.len(), 4, "isolation sets per family and direction");
 }
 
 #[test]
@@ -104,7 +91,12 @@ fn network_policies_on_the_same_ports_share_one_rule() {
             PolicyKind::NetworkPolicy,
             "web-ingress-more",
             Direction::Ingress,
-            vec![rule(0, Action::Accept, PeerMatch::AnyOf(vec![gid(MORE_CLIENTS)]), PortMatch::AnyOf(vec![tcp(80, 80), tcp(443, 443), tcp(8000, 8100)]))],
+            vec![rule(
+                0,
+                Action::Accept,
+                PeerMatch::AnyOf(vec![gid(MORE_CLIENTS)]),
+                PortMatch::AnyOf(vec![tcp(80, 80), tcp(443, 443), tcp(8000, 8100)]),
+            )],
         ),
     );
     plan.groups.insert(gid(MORE_CLIENTS), Group::Addresses([ip("198.18.3.1")].into()));

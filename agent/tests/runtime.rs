@@ -159,10 +159,7 @@ fn agent_config(netns: &Netns, dir: &Path, operator: SocketAddr, ca_file: &Path)
 /// A minimal HTTP/1.0 GET: status code and body.
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect to health");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").as_bytes()).await.expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("response");
     let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);

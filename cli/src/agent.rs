@@ -139,7 +139,19 @@ mod tests {
 
     #[test]
     fn parses_run_flags_into_a_config() {
-        let parsed = parse(&["run", "--node", "n1", "--operator", "op:8443", "--node-ip", "10.0.0.1,fd00::1", "--mark", "0x20000", "--netns", "ns1"]);
+        let parsed = parse(&[
+            "run",
+            "--node",
+            "n1",
+            "--operator",
+            "op:8443",
+            "--node-ip",
+            "10.0.0.1,fd00::1",
+            "--mark",
+            "0x20000",
+            "--netns",
+            "ns1",
+        ]);
         let Ok(AgentCommand::Run(args)) = parsed else { panic!("expected run: {parsed:?}") };
         let config = args.into_config();
         assert_eq!(config.node, "n1");
@@ -153,7 +165,9 @@ mod tests {
     #[test]
     fn bad_flags_name_the_flag() {
         let base = ["run", "--node", "n1", "--operator", "op:8443"];
-        for (flag, value) in [("--mark", "0x3"), ("--node-ip", "nowhere"), ("--health-address", "x"), ("--resync-seconds", "0")] {
+        for (flag, value) in
+            [("--mark", "0x3"), ("--node-ip", "nowhere"), ("--health-address", "x"), ("--resync-seconds", "0")]
+        {
             let mut args = base.to_vec();
             args.extend([flag, value]);
             let error = parse(&args).expect_err("invalid flag");

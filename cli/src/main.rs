@@ -12,7 +12,11 @@ mod operator;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "palisade", version, about = "Palisade: Kubernetes NetworkPolicy and ClusterNetworkPolicy enforcement")]
+#[command(
+    name = "palisade",
+    version,
+    about = "Palisade: Kubernetes NetworkPolicy and ClusterNetworkPolicy enforcement"
+)]
 struct Cli {
     /// Log filter in `tracing` EnvFilter syntax (e.g. `info,palisade_operator=debug`).
     #[arg(long, env = "PALISADE_LOG", default_value = "info", global = true)]

@@ -99,14 +99,25 @@ mod tests {
     }
 
     const REQUIRED: [&str; 10] = [
-        "x", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--lease-namespace", "ns", "--identity", "op-0",
+        "x",
+        "--tls-cert",
+        "c.pem",
+        "--tls-key",
+        "k.pem",
+        "--lease-namespace",
+        "ns",
+        "--identity",
+        "op-0",
         "--agent-service-account=palisade/agent",
     ];
 
     #[test]
     fn parses_flags_into_a_config() {
         let config = Wrapper::try_parse_from(REQUIRED).expect("valid flags").args.into_config();
-        assert_eq!(config.agent_service_account, ServiceAccountRef { namespace: "palisade".into(), name: "agent".into() });
+        assert_eq!(
+            config.agent_service_account,
+            ServiceAccountRef { namespace: "palisade".into(), name: "agent".into() }
+        );
         assert_eq!(config.lease.namespace, "ns");
         assert_eq!(config.stream_address.port(), 8443);
     }

@@ -362,11 +362,8 @@ fn exactly_one<T>(candidates: impl IntoIterator<Item = Option<T>>) -> Option<T> 
 
 impl ClusterNetworkPolicyIngressPeer {
     pub fn kind(&self) -> PeerKind<'_> {
-        exactly_one([
-            self.namespaces.as_ref().map(PeerKind::Namespaces),
-            self.pods.as_ref().map(PeerKind::Pods),
-        ])
-        .unwrap_or(PeerKind::Unknown)
+        exactly_one([self.namespaces.as_ref().map(PeerKind::Namespaces), self.pods.as_ref().map(PeerKind::Pods)])
+            .unwrap_or(PeerKind::Unknown)
     }
 }
 
@@ -401,7 +398,10 @@ pub enum PortKind {
 /// What a protocol entry matches.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ProtocolKind<'a> {
-    Port { protocol: PortProtocol, port: PortKind },
+    Port {
+        protocol: PortProtocol,
+        port: PortKind,
+    },
     NamedPort(&'a str),
     /// None or several fields set, `tcp: {}`, or a port with none or both of number/range:
     /// fail closed.
@@ -416,11 +416,9 @@ impl DestinationPort {
 
 impl ClusterNetworkPolicyProtocol {
     pub fn kind(&self) -> ProtocolKind<'_> {
-        let port = |protocol, m: &ProtocolMatch| {
-            match m.destination_port.as_ref().and_then(DestinationPort::kind) {
-                Some(port) => ProtocolKind::Port { protocol, port },
-                None => ProtocolKind::Unknown,
-            }
+        let port = |protocol, m: &ProtocolMatch| match m.destination_port.as_ref().and_then(DestinationPort::kind) {
+            Some(port) => ProtocolKind::Port { protocol, port },
+            None => ProtocolKind::Unknown,
         };
         exactly_one([
             self.tcp.as_ref().map(|m| port(PortProtocol::Tcp, m)),

@@ -102,16 +102,14 @@ pub fn network_policy(np: &netv1::NetworkPolicy) -> Result<m::NetworkPolicy, Con
             .flatten()
             .map(|rule| np_rule(rule.from.as_deref(), rule.ports.as_deref()))
             .collect(),
-        egress: spec
-            .egress
-            .iter()
-            .flatten()
-            .map(|rule| np_rule(rule.to.as_deref(), rule.ports.as_deref()))
-            .collect(),
+        egress: spec.egress.iter().flatten().map(|rule| np_rule(rule.to.as_deref(), rule.ports.as_deref())).collect(),
     })
 }
 
-fn np_rule(peers: Option<&[netv1::NetworkPolicyPeer]>, ports: Option<&[netv1::NetworkPolicyPort]>) -> m::NetworkPolicyRule {
+fn np_rule(
+    peers: Option<&[netv1::NetworkPolicyPeer]>,
+    ports: Option<&[netv1::NetworkPolicyPort]>,
+) -> m::NetworkPolicyRule {
     m::NetworkPolicyRule {
         peers: peers.unwrap_or_default().iter().map(np_peer).collect(),
         ports: ports.unwrap_or_default().iter().map(np_port).collect(),
@@ -122,10 +120,10 @@ fn np_peer(peer: &netv1::NetworkPolicyPeer) -> m::NetworkPolicyPeer {
     m::NetworkPolicyPeer {
         namespace_selector: peer.namespace_selector.as_ref().map(label_selector),
         pod_selector: peer.pod_selector.as_ref().map(label_selector),
-        ip_block: peer.ip_block.as_ref().map(|block| m::IpBlock {
-            cidr: block.cidr.clone(),
-            except: block.except.clone().unwrap_or_default(),
-        }),
+        ip_block: peer
+            .ip_block
+            .as_ref()
+            .map(|block| m::IpBlock { cidr: block.cidr.clone(), except: block.except.clone().unwrap_or_default() }),
     }
 }
 
@@ -210,10 +208,9 @@ pub fn cluster_network_policy(cnp: &ClusterNetworkPolicy) -> Result<m::ClusterNe
         priority: spec.priority,
         subject: match spec.subject.kind() {
             SubjectKind::Namespaces(selector) => m::CnpSubject::Namespaces(label_selector(selector)),
-            SubjectKind::Pods(pods) => namespaced_pods(pods, |ns, pods| m::CnpSubject::Pods {
-                namespace_selector: ns,
-                pod_selector: pods,
-            }),
+            SubjectKind::Pods(pods) => {
+                namespaced_pods(pods, |ns, pods| m::CnpSubject::Pods { namespace_selector: ns, pod_selector: pods })
+            }
             SubjectKind::Unknown => {
                 m::CnpSubject::Invalid("spec.subject must set exactly one of namespaces, pods".into())
             }
@@ -225,19 +222,15 @@ pub fn cluster_network_policy(cnp: &ClusterNetworkPolicy) -> Result<m::ClusterNe
 
 /// Applies upstream's default: a missing `namespaceSelector` means every namespace.
 fn namespaced_pods<T>(pods: &cnp::NamespacedPod, build: impl FnOnce(m::LabelSelector, m::LabelSelector) -> T) -> T {
-    build(
-        pods.namespace_selector.as_ref().map(label_selector).unwrap_or_default(),
-        label_selector(&pods.pod_selector),
-    )
+    build(pods.namespace_selector.as_ref().map(label_selector).unwrap_or_default(), label_selector(&pods.pod_selector))
 }
 
 fn cnp_peer(kind: PeerKind<'_>) -> m::CnpPeer {
     match kind {
         PeerKind::Namespaces(selector) => m::CnpPeer::Namespaces(label_selector(selector)),
-        PeerKind::Pods(pods) => namespaced_pods(pods, |ns, pods| m::CnpPeer::Pods {
-            namespace_selector: ns,
-            pod_selector: pods,
-        }),
+        PeerKind::Pods(pods) => {
+            namespaced_pods(pods, |ns, pods| m::CnpPeer::Pods { namespace_selector: ns, pod_selector: pods })
+        }
         PeerKind::Networks(cidrs) => m::CnpPeer::Networks(cidrs.to_vec()),
         PeerKind::Nodes(selector) => m::CnpPeer::Nodes(label_selector(selector)),
         PeerKind::DomainNames(names) => m::CnpPeer::DomainNames(names.to_vec()),
@@ -372,9 +365,11 @@ mod tests {
     fn network_policy_keeps_absent_and_present_policy_types_apart() {
         let absent = network_policy(&np(json!({ "podSelector": {} }))).expect("the test input converts");
         assert_eq!(absent.policy_types, None);
-        let empty = network_policy(&np(json!({ "podSelector": {}, "policyTypes": [] }))).expect("the test input converts");
+        let empty =
+            network_policy(&np(json!({ "podSelector": {}, "policyTypes": [] }))).expect("the test input converts");
         assert_eq!(empty.policy_types, Some(vec![]));
-        let set = network_policy(&np(json!({ "podSelector": {}, "policyTypes": ["Egress", "Sideways"] }))).expect("the test input converts");
+        let set = network_policy(&np(json!({ "podSelector": {}, "policyTypes": ["Egress", "Sideways"] })))
+            .expect("the test input converts");
         assert_eq!(set.policy_types, Some(vec![m::PolicyType::Egress, m::PolicyType::Unknown("Sideways".into())]));
     }
 
@@ -457,7 +452,10 @@ mod tests {
         .expect("the test input converts");
         assert_eq!(
             converted.subject,
-            m::CnpSubject::Pods { namespace_selector: m::LabelSelector::default(), pod_selector: m::LabelSelector::default() }
+            m::CnpSubject::Pods {
+                namespace_selector: m::LabelSelector::default(),
+                pod_selector: m::LabelSelector::default()
+            }
         );
         let rule = &converted.egress[0];
         assert_eq!(rule.peers, vec![m::CnpPeer::Unknown, m::CnpPeer::Unknown]);
@@ -513,8 +511,15 @@ mod tests {
             },
             "status": { "podIP": "10.0.0.9", "podIPs": [{ "ip": "10.0.0.1" }, { "ip": "fd00::1" }, { "ip": "bogus" }] },
         });
-        let converted = pod(&serde_json::from_value(pod_json).expect("the test input converts")).expect("the test input converts");
-        assert_eq!(converted.ips, vec!["10.0.0.1".parse::<IpAddr>().expect("the test input converts"), "fd00::1".parse().expect("the test input converts")]);
+        let converted =
+            pod(&serde_json::from_value(pod_json).expect("the test input converts")).expect("the test input converts");
+        assert_eq!(
+            converted.ips,
+            vec![
+                "10.0.0.1".parse::<IpAddr>().expect("the test input converts"),
+                "fd00::1".parse().expect("the test input converts")
+            ]
+        );
         assert_eq!(converted.node.as_deref(), Some("n1"));
         assert!(converted.host_network);
         assert_eq!(
@@ -526,7 +531,8 @@ mod tests {
         );
 
         let fallback = json!({ "metadata": { "name": "p", "namespace": "ns" }, "status": { "podIP": "10.0.0.9" } });
-        let converted = pod(&serde_json::from_value(fallback).expect("the test input converts")).expect("the test input converts");
+        let converted =
+            pod(&serde_json::from_value(fallback).expect("the test input converts")).expect("the test input converts");
         assert_eq!(converted.ips, vec!["10.0.0.9".parse::<IpAddr>().expect("the test input converts")]);
         assert_eq!((converted.node, converted.host_network), (None, false));
     }
@@ -543,8 +549,15 @@ mod tests {
                 { "type": "InternalIP", "address": "192.168.0.2" },
             ]},
         });
-        let converted = node(&serde_json::from_value(node_json).expect("the test input converts")).expect("the test input converts");
-        assert_eq!(converted.ips, vec!["192.168.0.2".parse::<IpAddr>().expect("the test input converts"), "2001:db8::2".parse().expect("the test input converts")]);
+        let converted = node(&serde_json::from_value(node_json).expect("the test input converts"))
+            .expect("the test input converts");
+        assert_eq!(
+            converted.ips,
+            vec![
+                "192.168.0.2".parse::<IpAddr>().expect("the test input converts"),
+                "2001:db8::2".parse().expect("the test input converts")
+            ]
+        );
         assert_eq!(converted.labels["kubernetes.io/os"], "linux");
         assert!(node(&Node::default()).is_err());
         assert!(namespace(&Namespace::default()).is_err());

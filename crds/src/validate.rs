@@ -31,9 +31,7 @@ impl fmt::Display for Violation {
 /// The generated schema of ClusterNetworkPolicy, computed once.
 pub fn cluster_network_policy_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        crate::openapi_schema(&crate::crd::<ClusterNetworkPolicy>()).clone()
-    })
+    SCHEMA.get_or_init(|| crate::openapi_schema(&crate::crd::<ClusterNetworkPolicy>()).clone())
 }
 
 /// Validates a typed ClusterNetworkPolicy (as it would be sent) against the generated schema.
@@ -167,7 +165,10 @@ fn check_array(schema: &Value, items: &[Value], path: &str, out: &mut Vec<Violat
             let mut seen = BTreeSet::new();
             for (index, item) in items.iter().enumerate() {
                 if !seen.insert(item.to_string()) {
-                    out.push(Violation { path: format!("{path}[{index}]"), message: format!("duplicate value {item}") });
+                    out.push(Violation {
+                        path: format!("{path}[{index}]"),
+                        message: format!("duplicate value {item}"),
+                    });
                 }
             }
         }
@@ -181,7 +182,8 @@ fn check_array(schema: &Value, items: &[Value], path: &str, out: &mut Vec<Violat
                 .collect();
             let mut seen = BTreeSet::new();
             for (index, item) in items.iter().enumerate() {
-                let key: Vec<String> = keys.iter().map(|k| item.get(*k).map(Value::to_string).unwrap_or_default()).collect();
+                let key: Vec<String> =
+                    keys.iter().map(|k| item.get(*k).map(Value::to_string).unwrap_or_default()).collect();
                 if !seen.insert(key.clone()) {
                     out.push(Violation {
                         path: format!("{path}[{index}]"),
@@ -259,7 +261,8 @@ fn evaluate_cel(rule: &str, value: &Value) -> Option<bool> {
 pub fn is_cidr(text: &str) -> bool {
     let Some((address, prefix)) = text.split_once('/') else { return false };
     let Ok(address) = address.parse::<IpAddr>() else { return false };
-    let canonical_prefix = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()) && (prefix == "0" || !prefix.starts_with('0'));
+    let canonical_prefix =
+        !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()) && (prefix == "0" || !prefix.starts_with('0'));
     let width = if address.is_ipv4() { 32 } else { 128 };
     canonical_prefix && prefix.parse::<u32>().is_ok_and(|p| p <= width)
 }
@@ -273,7 +276,17 @@ mod tests {
         for good in ["10.0.0.0/8", "10.0.0.1/8", "0.0.0.0/0", "::/0", "2001:db8::/32", "fd00::1/128"] {
             assert!(is_cidr(good), "{good}");
         }
-        for bad in ["10.0.0.300/24", "10.0.0.0", "10.0.0.0/33", "::/129", "10.0.0.0/+8", "10.0.0.0/08", "010.0.0.0/8", "x/8", ""] {
+        for bad in [
+            "10.0.0.300/24",
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/+8",
+            "10.0.0.0/08",
+            "010.0.0.0/8",
+            "x/8",
+            "",
+        ] {
             assert!(!is_cidr(bad), "{bad}");
         }
     }

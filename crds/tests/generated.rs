@@ -51,7 +51,11 @@ fn cluster_network_policy_schema_has_upstream_constraints() {
         .collect();
     assert_eq!(
         columns,
-        [("Tier", "string", ".spec.tier"), ("Priority", "string", ".spec.priority"), ("Age", "date", ".metadata.creationTimestamp")]
+        [
+            ("Tier", "string", ".spec.tier"),
+            ("Priority", "string", ".spec.priority"),
+            ("Age", "date", ".metadata.creationTimestamp")
+        ]
     );
 
     let schema = openapi_schema(&crd);

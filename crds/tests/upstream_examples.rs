@@ -26,7 +26,8 @@ fn documents(dir: &str) -> Vec<(PathBuf, Value)> {
         .into_iter()
         .flat_map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
-            let docs: Vec<Value> = serde_saphyr::from_str_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let docs: Vec<Value> =
+                serde_saphyr::from_str_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             docs.into_iter().filter(|d| !d.is_null()).map(move |d| (path.clone(), d))
         })
         .collect()
@@ -49,7 +50,12 @@ fn valid_examples_round_trip_validate_and_convert() {
         assert_eq!(document["kind"], "ClusterNetworkPolicy", "{}", path.display());
         let typed: ClusterNetworkPolicy =
             serde_json::from_value(document.clone()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(serde_json::to_value(&typed).unwrap(), document, "{}: round trip lost or changed fields", path.display());
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap(),
+            document,
+            "{}: round trip lost or changed fields",
+            path.display()
+        );
         assert_eq!(validate::cluster_network_policy_value(&document), vec![], "{}", path.display());
         assert_eq!(validate::cluster_network_policy(&typed), vec![], "{}", path.display());
         let converted = convert::cluster_network_policy(&typed).unwrap();
@@ -99,7 +105,8 @@ fn invalid_examples_are_rejected_with_the_field_path() {
 
 #[test]
 fn invalid_action_is_kept_and_refused_by_conversion() {
-    let (_, document) = documents("invalid").into_iter().find(|(p, _)| p.ends_with("invalid-ingress-action.yaml")).unwrap();
+    let (_, document) =
+        documents("invalid").into_iter().find(|(p, _)| p.ends_with("invalid-ingress-action.yaml")).unwrap();
     // `namespaces.namespaceSelector` is not a LabelSelector field: the API server would prune it
     // (and so does deserialization into the typed object).
     let violations = validate::cluster_network_policy_value(&document);
@@ -107,7 +114,10 @@ fn invalid_action_is_kept_and_refused_by_conversion() {
     assert_eq!(typed.spec.ingress[0].action, RuleAction::Unknown("Invalid".into()));
     let error = convert::cluster_network_policy(&typed).unwrap_err();
     assert!(error.to_string().contains("spec.ingress[0].action"), "{error}");
-    assert!(violations.iter().any(|v| v.path == "spec.ingress[0].from[0].namespaces.namespaceSelector"), "{violations:?}");
+    assert!(
+        violations.iter().any(|v| v.path == "spec.ingress[0].from[0].namespaces.namespaceSelector"),
+        "{violations:?}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use palisade_engine::model::*;
-use palisade_engine::{compile, Engine};
+use palisade_engine::{Engine, compile};
 
 const NODES: usize = 100;
 const NAMESPACES: usize = 200;
@@ -33,7 +33,10 @@ fn pod(i: usize) -> Pod {
     let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32 + 1));
     Pod {
         key: PodKey { namespace: format!("ns{}", mix(i, 1) % NAMESPACES), name: format!("pod{i}") },
-        labels: labels(&[("app", format!("app{}", mix(i, 2) % APPS)), ("tier", ["web", "api", "db"][mix(i, 3) % 3].to_string())]),
+        labels: labels(&[
+            ("app", format!("app{}", mix(i, 2) % APPS)),
+            ("tier", ["web", "api", "db"][mix(i, 3) % 3].to_string()),
+        ]),
         node: Some(format!("node{}", i % NODES)),
         ips: vec![ip],
         named_ports: vec![NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }],
@@ -45,7 +48,10 @@ fn cluster() -> Cluster {
     let namespaces = (0..NAMESPACES)
         .map(|i| {
             let name = format!("ns{i}");
-            let ns = Namespace { name: name.clone(), labels: labels(&[("team", format!("team{}", i % 20)), ("kubernetes.io/metadata.name", name.clone())]) };
+            let ns = Namespace {
+                name: name.clone(),
+                labels: labels(&[("team", format!("team{}", i % 20)), ("kubernetes.io/metadata.name", name.clone())]),
+            };
             (name, ns)
         })
         .collect();
@@ -74,10 +80,19 @@ fn policies() -> Vec<Policy> {
             let namespace = format!("ns{}", mix(i, 4) % NAMESPACES);
             if i % 20 < 17 {
                 let peer = match mix(i, 5) % 4 {
-                    0 => NetworkPolicyPeer { pod_selector: Some(select(&[("app", format!("app{}", mix(i, 6) % APPS))])), ..Default::default() },
-                    1 => NetworkPolicyPeer { namespace_selector: Some(select(&[("team", format!("team{}", mix(i, 7) % 20))])), ..Default::default() },
+                    0 => NetworkPolicyPeer {
+                        pod_selector: Some(select(&[("app", format!("app{}", mix(i, 6) % APPS))])),
+                        ..Default::default()
+                    },
+                    1 => NetworkPolicyPeer {
+                        namespace_selector: Some(select(&[("team", format!("team{}", mix(i, 7) % 20))])),
+                        ..Default::default()
+                    },
                     2 => NetworkPolicyPeer {
-                        ip_block: Some(IpBlock { cidr: format!("172.{}.0.0/16", i % 200), except: vec![format!("172.{}.1.0/24", i % 200)] }),
+                        ip_block: Some(IpBlock {
+                            cidr: format!("172.{}.0.0/16", i % 200),
+                            except: vec![format!("172.{}.1.0/24", i % 200)],
+                        }),
                         ..Default::default()
                     },
                     _ => NetworkPolicyPeer {
@@ -87,7 +102,11 @@ fn policies() -> Vec<Policy> {
                     },
                 };
                 let ports = if i % 5 == 0 {
-                    vec![NetworkPolicyPort { protocol: None, port: Some(PortValue::Name("http".into())), end_port: None }]
+                    vec![NetworkPolicyPort {
+                        protocol: None,
+                        port: Some(PortValue::Name("http".into())),
+                        end_port: None,
+                    }]
                 } else {
                     vec![port(80 + (i % 10) as i32), port(443)]
                 };
@@ -122,13 +141,19 @@ fn policies() -> Vec<Policy> {
                                 namespace_selector: select(&[("kubernetes.io/metadata.name", "ns0".to_string())]),
                                 pod_selector: select(&[("app", "app0".to_string())]),
                             }],
-                            protocols: Some(vec![CnpProtocol::Port { protocol: Protocol::Udp, port: CnpPort::Number(53) }]),
+                            protocols: Some(vec![CnpProtocol::Port {
+                                protocol: Protocol::Udp,
+                                port: CnpPort::Number(53),
+                            }]),
                         },
                         CnpRule {
                             name: None,
                             action: CnpAction::Deny,
                             peers: vec![CnpPeer::Networks(vec!["0.0.0.0/0".into()])],
-                            protocols: Some(vec![CnpProtocol::Port { protocol: Protocol::Tcp, port: CnpPort::Range { start: 1, end: 1024 } }]),
+                            protocols: Some(vec![CnpProtocol::Port {
+                                protocol: Protocol::Tcp,
+                                port: CnpPort::Range { start: 1, end: 1024 },
+                            }]),
                         },
                     ],
                 })
@@ -147,8 +172,11 @@ fn main() {
     let full = started.elapsed();
     let rules: usize = compiled.plans.values().map(|p| p.rule_sets.len()).sum();
     let groups: usize = compiled.plans.values().map(|p| p.groups.len()).sum();
-    println!("full compile (engine state + all {NODES} node plans): {:.1} ms  (errors: {}, rule sets across plans: {rules}, groups across plans: {groups})",
-        full.as_secs_f64() * 1e3, compiled.errors.len());
+    println!(
+        "full compile (engine state + all {NODES} node plans): {:.1} ms  (errors: {}, rule sets across plans: {rules}, groups across plans: {groups})",
+        full.as_secs_f64() * 1e3,
+        compiled.errors.len()
+    );
 
     let started = Instant::now();
     let mut engine = Engine::with_cluster(cluster.clone());
@@ -168,19 +196,34 @@ fn main() {
     let started = Instant::now();
     let delta = engine.upsert_pod(added.clone());
     let add = started.elapsed();
-    println!("incremental: add one pod: {:.3} ms ({:.3}% of full compile; {} groups changed, {} nodes affected)",
-        add.as_secs_f64() * 1e3, 100.0 * add.as_secs_f64() / full.as_secs_f64(), delta.changed_groups.len(), delta.affected_nodes.len());
+    println!(
+        "incremental: add one pod: {:.3} ms ({:.3}% of full compile; {} groups changed, {} nodes affected)",
+        add.as_secs_f64() * 1e3,
+        100.0 * add.as_secs_f64() / full.as_secs_f64(),
+        delta.changed_groups.len(),
+        delta.affected_nodes.len()
+    );
 
     added.labels.insert("app".into(), "app7".into());
     let started = Instant::now();
     let delta = engine.upsert_pod(added);
     let relabel = started.elapsed();
-    println!("incremental: relabel one pod: {:.3} ms ({:.3}% of full compile; {} groups changed, {} nodes affected)",
-        relabel.as_secs_f64() * 1e3, 100.0 * relabel.as_secs_f64() / full.as_secs_f64(), delta.changed_groups.len(), delta.affected_nodes.len());
+    println!(
+        "incremental: relabel one pod: {:.3} ms ({:.3}% of full compile; {} groups changed, {} nodes affected)",
+        relabel.as_secs_f64() * 1e3,
+        100.0 * relabel.as_secs_f64() / full.as_secs_f64(),
+        delta.changed_groups.len(),
+        delta.affected_nodes.len()
+    );
 
     let started = Instant::now();
     let plan = engine.node_plan(&format!("node{}", (PODS + 1) % NODES));
     let one_plan = started.elapsed();
-    println!("one node plan after the event: {:.3} ms ({} pods, {} rule sets, {} groups)",
-        one_plan.as_secs_f64() * 1e3, plan.pods.len(), plan.rule_sets.len(), plan.groups.len());
+    println!(
+        "one node plan after the event: {:.3} ms ({} pods, {} rule sets, {} groups)",
+        one_plan.as_secs_f64() * 1e3,
+        plan.pods.len(),
+        plan.rule_sets.len(),
+        plan.groups.len()
+    );
 }

@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
+use palisade_engine::compile;
 use palisade_engine::model::*;
 use palisade_engine::reference::Reference;
 use palisade_engine::verdict::Flow;
-use palisade_engine::compile;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -53,7 +53,11 @@ fn main() {
                     pod_selector: Some(select(&[("pod", "b")])),
                     ip_block: None,
                 }],
-                ports: vec![NetworkPolicyPort { protocol: None, port: Some(PortValue::Name("web".into())), end_port: None }],
+                ports: vec![NetworkPolicyPort {
+                    protocol: None,
+                    port: Some(PortValue::Name("web".into())),
+                    end_port: None,
+                }],
             }],
             egress: vec![],
         }),
@@ -64,7 +68,12 @@ fn main() {
             tier: Tier::Admin,
             priority: 10,
             subject: CnpSubject::Namespaces(select(&[("ns", "z")])),
-            ingress: vec![CnpRule { name: None, action: CnpAction::Deny, peers: vec![CnpPeer::Namespaces(select(&[("ns", "y")]))], protocols: None }],
+            ingress: vec![CnpRule {
+                name: None,
+                action: CnpAction::Deny,
+                peers: vec![CnpPeer::Namespaces(select(&[("ns", "y")]))],
+                protocols: None,
+            }],
             egress: vec![],
         }),
         // Baseline: by default, y does not talk to x (overridable by NetworkPolicies in x).
@@ -74,7 +83,12 @@ fn main() {
             tier: Tier::Baseline,
             priority: 0,
             subject: CnpSubject::Namespaces(select(&[("ns", "x")])),
-            ingress: vec![CnpRule { name: None, action: CnpAction::Deny, peers: vec![CnpPeer::Namespaces(select(&[("ns", "y")]))], protocols: None }],
+            ingress: vec![CnpRule {
+                name: None,
+                action: CnpAction::Deny,
+                peers: vec![CnpPeer::Namespaces(select(&[("ns", "y")]))],
+                protocols: None,
+            }],
             egress: vec![],
         }),
     ];
@@ -82,7 +96,12 @@ fn main() {
     let compiled = compile(&cluster, &policies);
     for (node, plan) in &compiled.plans {
         let isolated = plan.pods.values().filter(|p| !p.ingress.is_open() || !p.egress.is_open()).count();
-        println!("{node}: {} pods ({isolated} with policy), {} rule sets, {} groups", plan.pods.len(), plan.rule_sets.len(), plan.groups.len());
+        println!(
+            "{node}: {} pods ({isolated} with policy), {} rule sets, {} groups",
+            plan.pods.len(),
+            plan.rule_sets.len(),
+            plan.groups.len()
+        );
     }
 
     let reference = Reference::new(&cluster, &policies);

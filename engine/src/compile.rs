@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PolicyError, PolicyWarning};
-use crate::groups::{rule_set_id, GroupDefinition, Member};
+use crate::groups::{GroupDefinition, Member, rule_set_id};
 use crate::index::PodIndex;
 use crate::model::{Cluster, Namespace, Node, Pod, PodKey, Policy, PolicyRef};
 use crate::plan::{
-    DirectionPlan, Direction, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch, Rule,
+    Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch, Rule,
     RuleSet, RuleSetId,
 };
-use crate::validate::{validate, Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule};
+use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate};
 
 /// What an event changed, so the operator knows which agents to send which plans.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +154,11 @@ impl Engine {
         let mut delta = Delta::default();
         delta.affected_nodes.extend(old.iter().chain([&pod]).filter_map(|p| p.node.clone()));
         let namespace = self.cluster.namespaces.get(&pod.key.namespace).cloned();
-        self.reevaluate_pod(old.as_ref().map(|old| (old, namespace.as_ref())), Some((&pod, namespace.as_ref())), &mut delta);
+        self.reevaluate_pod(
+            old.as_ref().map(|old| (old, namespace.as_ref())),
+            Some((&pod, namespace.as_ref())),
+            &mut delta,
+        );
         self.finish(delta)
     }
 
@@ -297,7 +301,8 @@ impl Engine {
             rule_sets.insert(direction, CompiledRuleSet { id: rule_set_id(&reference, direction), rule_set, groups });
         }
 
-        let mut installed = Installed { policy, rule_sets, subject_pods: BTreeSet::new(), subject_nodes: BTreeMap::new() };
+        let mut installed =
+            Installed { policy, rule_sets, subject_pods: BTreeSet::new(), subject_nodes: BTreeMap::new() };
         for key in self.pods.candidates(&installed.policy.subject, &self.cluster) {
             let Some(pod) = self.cluster.pods.get(key) else { continue };
             if installed.policy.subject.selects(pod, self.cluster.namespaces.get(&key.namespace)) {
@@ -535,7 +540,11 @@ fn toggle<T: Ord>(set: &mut BTreeSet<T>, value: T, present: bool) -> bool {
 
 /// One policy's rules for one direction, with the group definitions they refer to. Rules hold
 /// group ids and port entries only, so their size is O(peers + ports), never O(pods).
-fn compile_rule_set(policy: &ValidPolicy, direction: Direction, rules: &[ValidRule]) -> (RuleSet, Vec<GroupDefinition>) {
+fn compile_rule_set(
+    policy: &ValidPolicy,
+    direction: Direction,
+    rules: &[ValidRule],
+) -> (RuleSet, Vec<GroupDefinition>) {
     let mut definitions = Vec::new();
     let rules = rules
         .iter()
@@ -584,10 +593,13 @@ fn compile_ports(ports: Option<&[PortSpec]>, definitions: &mut Vec<GroupDefiniti
     let mut entries = Vec::new();
     for port in ports {
         let entry = match port {
-            PortSpec::Range { protocol, first, last } => PortEntry::Range { protocol: *protocol, first: *first, last: *last },
-            PortSpec::Named { name, protocol } => {
-                PortEntry::Named(register(GroupDefinition::NamedPort { name: name.clone(), protocol: *protocol }, definitions))
+            PortSpec::Range { protocol, first, last } => {
+                PortEntry::Range { protocol: *protocol, first: *first, last: *last }
             }
+            PortSpec::Named { name, protocol } => PortEntry::Named(register(
+                GroupDefinition::NamedPort { name: name.clone(), protocol: *protocol },
+                definitions,
+            )),
             PortSpec::Everything => continue,
         };
         if !entries.contains(&entry) {

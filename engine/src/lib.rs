@@ -28,6 +28,6 @@ pub mod selector;
 pub mod validate;
 pub mod verdict;
 
-pub use compile::{compile, Compiled, Delta, Engine};
+pub use compile::{Compiled, Delta, Engine, compile};
 pub use error::{PolicyError, PolicyWarning};
-pub use evaluate::{evaluate, PlanEvaluator};
+pub use evaluate::{PlanEvaluator, evaluate};

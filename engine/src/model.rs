@@ -201,11 +201,9 @@ impl Policy {
                 namespace: Some(p.namespace.clone()),
                 name: p.name.clone(),
             },
-            Policy::Cluster(p) => PolicyRef {
-                kind: PolicyKind::ClusterNetworkPolicy,
-                namespace: None,
-                name: p.name.clone(),
-            },
+            Policy::Cluster(p) => {
+                PolicyRef { kind: PolicyKind::ClusterNetworkPolicy, namespace: None, name: p.name.clone() }
+            }
         }
     }
 
@@ -301,7 +299,10 @@ pub enum Tier {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CnpSubject {
     Namespaces(LabelSelector),
-    Pods { namespace_selector: LabelSelector, pod_selector: LabelSelector },
+    Pods {
+        namespace_selector: LabelSelector,
+        pod_selector: LabelSelector,
+    },
     /// Neither or both set, or a field this version does not know: the policy is invalid.
     Invalid(String),
 }
@@ -326,7 +327,10 @@ pub struct CnpRule {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CnpPeer {
     Namespaces(LabelSelector),
-    Pods { namespace_selector: LabelSelector, pod_selector: LabelSelector },
+    Pods {
+        namespace_selector: LabelSelector,
+        pod_selector: LabelSelector,
+    },
     /// Egress only: CIDRs, matching any destination address, pods included.
     Networks(Vec<String>),
     /// Egress only: the addresses of the selected nodes.
@@ -341,7 +345,10 @@ pub enum CnpPeer {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CnpProtocol {
-    Port { protocol: Protocol, port: CnpPort },
+    Port {
+        protocol: Protocol,
+        port: CnpPort,
+    },
     NamedPort(String),
     /// An entry with no field this version knows; treated like an unknown peer (fail closed).
     Unknown,

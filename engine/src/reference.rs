@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::model::{Cluster, Pod, Policy, Protocol};
 use crate::plan::{Action, Direction};
-use crate::validate::{validate_all, Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule};
+use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate_all};
 use crate::verdict::{Decision, Flow, Reason, Verdict};
 
 /// Judges one flow against the cluster and the policies. Invalid policies are ignored entirely.
@@ -78,7 +78,11 @@ impl Judge<'_> {
                 if let Some(rule) = rules.iter().find(|rule| self.rule_matches(rule, peer)) {
                     return Decision {
                         allowed: true,
-                        reason: Reason::Rule { policy: policy.reference.clone(), rule: rule.index, action: Action::Accept },
+                        reason: Reason::Rule {
+                            policy: policy.reference.clone(),
+                            rule: rule.index,
+                            action: Action::Accept,
+                        },
                     };
                 }
             }
@@ -133,18 +137,15 @@ impl Judge<'_> {
 
     fn peer_matches(&self, spec: &PeerSpec, address: IpAddr) -> bool {
         match spec {
-            PeerSpec::Pods(selection) => pod_with_address(self.cluster, address).is_some_and(|pod| {
-                selection.selects(pod, self.cluster.namespaces.get(&pod.key.namespace))
-            }),
+            PeerSpec::Pods(selection) => pod_with_address(self.cluster, address)
+                .is_some_and(|pod| selection.selects(pod, self.cluster.namespaces.get(&pod.key.namespace))),
             PeerSpec::IpBlock { cidr, except } => {
                 cidr.contains(&address) && !except.iter().any(|net| net.contains(&address))
             }
             PeerSpec::Networks(nets) => nets.iter().any(|net| net.contains(&address)),
-            PeerSpec::Nodes(selector) => self
-                .cluster
-                .nodes
-                .values()
-                .any(|node| selector.matches(&node.labels) && node.ips.contains(&address)),
+            PeerSpec::Nodes(selector) => {
+                self.cluster.nodes.values().any(|node| selector.matches(&node.labels) && node.ips.contains(&address))
+            }
             PeerSpec::Nothing => false,
             PeerSpec::Everything => true,
         }

@@ -43,20 +43,16 @@ impl LabelSelector {
                 problems.push((format!("{at}.key"), "must not be empty".to_string()));
             }
             match &requirement.operator {
-                SelectorOperator::In | SelectorOperator::NotIn if requirement.values.is_empty() => problems.push((
-                    format!("{at}.values"),
-                    "must be specified when `operator` is 'In' or 'NotIn'".to_string(),
-                )),
-                SelectorOperator::Exists | SelectorOperator::DoesNotExist if !requirement.values.is_empty() => {
-                    problems.push((
+                SelectorOperator::In | SelectorOperator::NotIn if requirement.values.is_empty() => problems
+                    .push((format!("{at}.values"), "must be specified when `operator` is 'In' or 'NotIn'".to_string())),
+                SelectorOperator::Exists | SelectorOperator::DoesNotExist if !requirement.values.is_empty() => problems
+                    .push((
                         format!("{at}.values"),
                         "may not be specified when `operator` is 'Exists' or 'DoesNotExist'".to_string(),
-                    ))
+                    )),
+                SelectorOperator::Unknown(operator) => {
+                    problems.push((format!("{at}.operator"), format!("not a valid selector operator: {operator:?}")))
                 }
-                SelectorOperator::Unknown(operator) => problems.push((
-                    format!("{at}.operator"),
-                    format!("not a valid selector operator: {operator:?}"),
-                )),
                 _ => {}
             }
         }

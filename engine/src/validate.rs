@@ -80,7 +80,9 @@ pub enum NamespaceMatch {
 impl PodSelection {
     /// Host-network and unscheduled pods are never selected (see [`Pod::is_policy_endpoint`]).
     pub fn selects(&self, pod: &Pod, namespace: Option<&Namespace>) -> bool {
-        pod.is_policy_endpoint() && self.selects_namespace(&pod.key.namespace, namespace) && self.pods.matches(&pod.labels)
+        pod.is_policy_endpoint()
+            && self.selects_namespace(&pod.key.namespace, namespace)
+            && self.pods.matches(&pod.labels)
     }
 
     pub fn selects_namespace(&self, name: &str, namespace: Option<&Namespace>) -> bool {
@@ -251,7 +253,10 @@ fn validate_network_policy(np: &NetworkPolicy, report: &mut Report) -> ValidPoli
         revision: np.revision.clone(),
         layer: Layer::NetworkPolicy,
         priority: 0,
-        subject: PodSelection { namespaces: NamespaceMatch::Named(np.namespace.clone()), pods: np.pod_selector.clone() },
+        subject: PodSelection {
+            namespaces: NamespaceMatch::Named(np.namespace.clone()),
+            pods: np.pod_selector.clone(),
+        },
         ingress: ingress_applies.then_some(ingress),
         egress: egress_applies.then_some(egress),
     }
@@ -310,7 +315,12 @@ fn rules_of_network_policy(
     valid
 }
 
-fn network_policy_peer(np: &NetworkPolicy, peer: &NetworkPolicyPeer, at: &str, report: &mut Report) -> Option<PeerSpec> {
+fn network_policy_peer(
+    np: &NetworkPolicy,
+    peer: &NetworkPolicyPeer,
+    at: &str,
+    report: &mut Report,
+) -> Option<PeerSpec> {
     if let Some(block) = &peer.ip_block {
         if peer.namespace_selector.is_some() || peer.pod_selector.is_some() {
             report.error(at.to_string(), "may not specify more than 1 peer: ipBlock cannot be combined with selectors");
@@ -351,7 +361,10 @@ fn network_policy_port(port: &NetworkPolicyPort, at: &str, report: &mut Report) 
         None => Some(Protocol::Tcp),
         Some(Ok(protocol)) if protocol.has_ports() => Some(*protocol),
         Some(Ok(_)) => {
-            report.error(format!("{at}.protocol"), "Unsupported value: \"ICMP\": supported values: \"TCP\", \"UDP\", \"SCTP\"");
+            report.error(
+                format!("{at}.protocol"),
+                "Unsupported value: \"ICMP\": supported values: \"TCP\", \"UDP\", \"SCTP\"",
+            );
             None
         }
         Some(Err(other)) => {
@@ -412,11 +425,17 @@ fn validate_cluster_policy(cnp: &ClusterNetworkPolicy, report: &mut Report) -> V
         CnpSubject::Pods { namespace_selector, pod_selector } => {
             report.selector(namespace_selector, "spec.subject.pods.namespaceSelector");
             report.selector(pod_selector, "spec.subject.pods.podSelector");
-            PodSelection { namespaces: NamespaceMatch::Selector(namespace_selector.clone()), pods: pod_selector.clone() }
+            PodSelection {
+                namespaces: NamespaceMatch::Selector(namespace_selector.clone()),
+                pods: pod_selector.clone(),
+            }
         }
         CnpSubject::Invalid(why) => {
             report.error("spec.subject", format!("must set exactly one of `namespaces` or `pods`: {why}"));
-            PodSelection { namespaces: NamespaceMatch::Selector(LabelSelector::default()), pods: LabelSelector::default() }
+            PodSelection {
+                namespaces: NamespaceMatch::Selector(LabelSelector::default()),
+                pods: LabelSelector::default(),
+            }
         }
     };
     let ingress = rules_of_cluster_policy(&cnp.ingress, Direction::Ingress, report);
@@ -508,7 +527,10 @@ fn rules_of_cluster_policy(rules: &[CnpRule], direction: Direction, report: &mut
                     report.list_size(names.len(), 1, &format!("{field}.domainNames"));
                     for (j, name) in names.iter().enumerate() {
                         if !is_domain_name_pattern(name) {
-                            report.error(format!("{field}.domainNames[{j}]"), format!("not a valid domain name: {name:?}"));
+                            report.error(
+                                format!("{field}.domainNames[{j}]"),
+                                format!("not a valid domain name: {name:?}"),
+                            );
                         }
                     }
                     report.warning(

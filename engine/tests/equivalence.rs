@@ -9,7 +9,7 @@ use common::*;
 use palisade_engine::model::{Cluster, Policy, PolicyRef};
 use palisade_engine::plan::NodePlan;
 use palisade_engine::reference::Reference;
-use palisade_engine::{compile, Engine, PlanEvaluator};
+use palisade_engine::{Engine, PlanEvaluator, compile};
 use proptest::prelude::*;
 
 fn assert_plans_match_reference(cluster: &Cluster, policies: &[Policy]) -> Result<(), TestCaseError> {
@@ -50,7 +50,12 @@ enum Event {
     RemovePolicy(PolicyRef),
 }
 
-fn random_event(rng: &mut Seeded, cluster: &Cluster, policies: &BTreeMap<PolicyRef, Policy>, next_pod: &mut usize) -> Event {
+fn random_event(
+    rng: &mut Seeded,
+    cluster: &Cluster,
+    policies: &BTreeMap<PolicyRef, Policy>,
+    next_pod: &mut usize,
+) -> Event {
     let nodes: Vec<_> = cluster.nodes.values().cloned().collect();
     match rng.below(10) {
         0 | 1 if !nodes.is_empty() => {
@@ -69,13 +74,23 @@ fn random_event(rng: &mut Seeded, cluster: &Cluster, policies: &BTreeMap<PolicyR
         }
         3 => {
             let name = *rng.pick(&["x", "y", "z"]);
-            if rng.chance(4) { Event::RemoveNamespace(name.into()) } else { Event::UpsertNamespace(random_namespace(rng, name)) }
+            if rng.chance(4) {
+                Event::RemoveNamespace(name.into())
+            } else {
+                Event::UpsertNamespace(random_namespace(rng, name))
+            }
         }
         4 => {
             let index = rng.below(5);
-            if rng.chance(4) { Event::RemoveNode(format!("n{index}")) } else { Event::UpsertNode(random_node(rng, index)) }
+            if rng.chance(4) {
+                Event::RemoveNode(format!("n{index}"))
+            } else {
+                Event::UpsertNode(random_node(rng, index))
+            }
         }
-        5 if !policies.is_empty() => Event::RemovePolicy(policies.keys().nth(rng.below(policies.len())).unwrap().clone()),
+        5 if !policies.is_empty() => {
+            Event::RemovePolicy(policies.keys().nth(rng.below(policies.len())).unwrap().clone())
+        }
         _ => Event::UpsertPolicy(random_policy(rng)),
     }
 }

@@ -206,7 +206,11 @@ fn named_port_resolves_on_the_destination_pod_with_its_protocol() {
     dns.policy_types = Some(vec![PolicyType::Egress]);
     dns.egress = vec![rule(
         vec![],
-        vec![NetworkPolicyPort { protocol: Some(Ok(Protocol::Udp)), port: Some(PortValue::Name("dns".into())), end_port: None }],
+        vec![NetworkPolicyPort {
+            protocol: Some(Ok(Protocol::Udp)),
+            port: Some(PortValue::Name("dns".into())),
+            end_port: None,
+        }],
     )];
     let policies = [Policy::Network(dns)];
     assert!(allowed(&w, &policies, XA, YB, Protocol::Udp, 53));
@@ -238,7 +242,11 @@ fn sctp_is_its_own_protocol() {
     let mut p = np("x", "sctp", select(&[("app", "a")]));
     p.ingress = vec![rule(
         vec![],
-        vec![NetworkPolicyPort { protocol: Some(Ok(Protocol::Sctp)), port: Some(PortValue::Number(9003)), end_port: None }],
+        vec![NetworkPolicyPort {
+            protocol: Some(Ok(Protocol::Sctp)),
+            port: Some(PortValue::Number(9003)),
+            end_port: None,
+        }],
     )];
     let policies = [Policy::Network(p)];
     assert!(allowed(&w, &policies, YA, XA, Protocol::Sctp, 9003));
@@ -368,14 +376,18 @@ fn unknown_peers_fail_closed() {
     assert!(!tcp_allowed(&w, &policies, XA, EXTERNAL, 443), "a Deny with an unknown peer matches everything");
 
     let mut unknown_protocol = admin("deny-unknown-proto", 1, ns_subject(&[("team", "x")]));
-    unknown_protocol.egress = vec![cnp_rule(CnpAction::Deny, vec![from_namespace("y")], Some(vec![CnpProtocol::Unknown]))];
+    unknown_protocol.egress =
+        vec![cnp_rule(CnpAction::Deny, vec![from_namespace("y")], Some(vec![CnpProtocol::Unknown]))];
     assert!(!allowed(&w, &[Policy::Cluster(unknown_protocol)], XA, YA, Protocol::Udp, 1));
 
     // Upstream: for Deny and Pass rules, fail closed means "Deny all", whatever the other peers
     // and ports say, so a Pass with an unreadable peer cannot hand traffic to a laxer tier.
     let mut pass_unknown = admin("pass-unknown", 1, ns_subject(&[("team", "x")]));
-    pass_unknown.egress =
-        vec![cnp_rule(CnpAction::Pass, vec![from_namespace("y"), CnpPeer::Unknown], Some(vec![CnpProtocol::NamedPort("dns".into())]))];
+    pass_unknown.egress = vec![cnp_rule(
+        CnpAction::Pass,
+        vec![from_namespace("y"), CnpPeer::Unknown],
+        Some(vec![CnpProtocol::NamedPort("dns".into())]),
+    )];
     let policies = [Policy::Cluster(pass_unknown)];
     assert!(!tcp_allowed(&w, &policies, XA, EXTERNAL, 443), "a Pass with an unknown peer denies all");
     assert!(!allowed(&w, &policies, XA, ZC, Protocol::Udp, 9), "on every port");
@@ -458,7 +470,10 @@ fn e2e_should_enforce_policy_based_on_pod_selector_and_namespace_selector_combin
 #[test]
 fn e2e_should_allow_ingress_access_on_one_named_port() {
     let mut p = np("x", "allow-all-on-named-port", LabelSelector::default());
-    p.ingress = vec![rule(vec![], vec![NetworkPolicyPort { protocol: None, port: Some(PortValue::Name("web".into())), end_port: None }])];
+    p.ingress = vec![rule(
+        vec![],
+        vec![NetworkPolicyPort { protocol: None, port: Some(PortValue::Name("web".into())), end_port: None }],
+    )];
     let policies = [Policy::Network(p)];
     let w = world();
     assert!(tcp_allowed(&w, &policies, YA, XA, 80));

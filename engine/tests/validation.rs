@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use palisade_engine::model::*;
 use palisade_engine::validate::validate;
-use palisade_engine::{compile, Engine, PolicyError};
+use palisade_engine::{Engine, PolicyError, compile};
 
 fn errors(policy: &Policy) -> Vec<PolicyError> {
     validate(policy).err().unwrap_or_default()
@@ -29,7 +29,11 @@ fn block(cidr: &str, except: &[&str]) -> NetworkPolicyPeer {
     }
 }
 
-fn port(protocol: Option<Result<Protocol, String>>, port: Option<PortValue>, end_port: Option<i32>) -> NetworkPolicyPort {
+fn port(
+    protocol: Option<Result<Protocol, String>>,
+    port: Option<PortValue>,
+    end_port: Option<i32>,
+) -> NetworkPolicyPort {
     NetworkPolicyPort { protocol, port, end_port }
 }
 
@@ -37,7 +41,10 @@ fn port(protocol: Option<Result<Protocol, String>>, port: Option<PortValue>, end
 fn display_names_kind_object_field_and_reason() {
     let policy = np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(80)), Some(79))]);
     let text = errors(&policy)[0].to_string();
-    assert_eq!(text, "NetworkPolicy ns/bad: spec.ingress[0].ports[0].endPort: must be greater than or equal to `port` (80)");
+    assert_eq!(
+        text,
+        "NetworkPolicy ns/bad: spec.ingress[0].ports[0].endPort: must be greater than or equal to `port` (80)"
+    );
 }
 
 #[test]
@@ -45,9 +52,18 @@ fn network_policy_bad_inputs_name_their_fields() {
     let cases: Vec<(Policy, &str)> = vec![
         (np_with_ingress(vec![block("10.0.0.0", &[])], vec![]), "spec.ingress[0].from[0].ipBlock.cidr"),
         (np_with_ingress(vec![block("10.0.0.0/33", &[])], vec![]), "spec.ingress[0].from[0].ipBlock.cidr"),
-        (np_with_ingress(vec![block("10.0.0.0/8", &["11.0.0.0/16"])], vec![]), "spec.ingress[0].from[0].ipBlock.except[0]"),
-        (np_with_ingress(vec![block("10.0.0.0/8", &["10.0.0.0/8"])], vec![]), "spec.ingress[0].from[0].ipBlock.except[0]"),
-        (np_with_ingress(vec![block("10.0.0.0/8", &["fd00::/64"])], vec![]), "spec.ingress[0].from[0].ipBlock.except[0]"),
+        (
+            np_with_ingress(vec![block("10.0.0.0/8", &["11.0.0.0/16"])], vec![]),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+        ),
+        (
+            np_with_ingress(vec![block("10.0.0.0/8", &["10.0.0.0/8"])], vec![]),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+        ),
+        (
+            np_with_ingress(vec![block("10.0.0.0/8", &["fd00::/64"])], vec![]),
+            "spec.ingress[0].from[0].ipBlock.except[0]",
+        ),
         (np_with_ingress(vec![block("10.0.0.0/8", &["nope"])], vec![]), "spec.ingress[0].from[0].ipBlock.except[0]"),
         (
             np_with_ingress(
@@ -57,15 +73,36 @@ fn network_policy_bad_inputs_name_their_fields() {
             "spec.ingress[0].from[0]",
         ),
         (np_with_ingress(vec![NetworkPolicyPeer::default()], vec![]), "spec.ingress[0].from[0]"),
-        (np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(80)), Some(79))]), "spec.ingress[0].ports[0].endPort"),
-        (np_with_ingress(vec![], vec![port(None, Some(PortValue::Name("web".into())), Some(90))]), "spec.ingress[0].ports[0].endPort"),
+        (
+            np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(80)), Some(79))]),
+            "spec.ingress[0].ports[0].endPort",
+        ),
+        (
+            np_with_ingress(vec![], vec![port(None, Some(PortValue::Name("web".into())), Some(90))]),
+            "spec.ingress[0].ports[0].endPort",
+        ),
         (np_with_ingress(vec![], vec![port(None, None, Some(90))]), "spec.ingress[0].ports[0].endPort"),
         (np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(0)), None)]), "spec.ingress[0].ports[0].port"),
-        (np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(65536)), None)]), "spec.ingress[0].ports[0].port"),
-        (np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(80)), Some(70000))]), "spec.ingress[0].ports[0].endPort"),
-        (np_with_ingress(vec![], vec![port(None, Some(PortValue::Name("Not_Valid".into())), None)]), "spec.ingress[0].ports[0].port"),
-        (np_with_ingress(vec![], vec![port(Some(Err("ICMP6".into())), None, None)]), "spec.ingress[0].ports[0].protocol"),
-        (np_with_ingress(vec![], vec![port(Some(Ok(Protocol::Icmp)), None, None)]), "spec.ingress[0].ports[0].protocol"),
+        (
+            np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(65536)), None)]),
+            "spec.ingress[0].ports[0].port",
+        ),
+        (
+            np_with_ingress(vec![], vec![port(None, Some(PortValue::Number(80)), Some(70000))]),
+            "spec.ingress[0].ports[0].endPort",
+        ),
+        (
+            np_with_ingress(vec![], vec![port(None, Some(PortValue::Name("Not_Valid".into())), None)]),
+            "spec.ingress[0].ports[0].port",
+        ),
+        (
+            np_with_ingress(vec![], vec![port(Some(Err("ICMP6".into())), None, None)]),
+            "spec.ingress[0].ports[0].protocol",
+        ),
+        (
+            np_with_ingress(vec![], vec![port(Some(Ok(Protocol::Icmp)), None, None)]),
+            "spec.ingress[0].ports[0].protocol",
+        ),
     ];
     for (policy, field) in cases {
         let found = errors(&policy);
@@ -130,27 +167,69 @@ fn cluster_policy_bad_inputs_name_their_fields() {
     assert_eq!(fields(&Policy::Cluster(subject)), ["spec.subject"]);
 
     let cases: Vec<(Policy, &str)> = vec![
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), tcp_port(CnpPort::Range { start: 80, end: 80 }))]),
-            "spec.egress[0].protocols[0].tcp.destinationPort.range"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), tcp_port(CnpPort::Range { start: 90, end: 80 }))]),
-            "spec.egress[0].protocols[0].tcp.destinationPort.range"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), tcp_port(CnpPort::Range { start: 0, end: 80 }))]),
-            "spec.egress[0].protocols[0].tcp.destinationPort.range.start"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), tcp_port(CnpPort::Number(65536)))]),
-            "spec.egress[0].protocols[0].tcp.destinationPort.number"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Networks(vec!["10.0.0.0/40".into()])], None)]),
-            "spec.egress[0].to[0].networks[0]"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Networks(vec![])], None)]),
-            "spec.egress[0].to[0].networks"),
+        (
+            admin_with_egress(vec![cnp_rule(
+                CnpAction::Deny,
+                any_peer(),
+                tcp_port(CnpPort::Range { start: 80, end: 80 }),
+            )]),
+            "spec.egress[0].protocols[0].tcp.destinationPort.range",
+        ),
+        (
+            admin_with_egress(vec![cnp_rule(
+                CnpAction::Deny,
+                any_peer(),
+                tcp_port(CnpPort::Range { start: 90, end: 80 }),
+            )]),
+            "spec.egress[0].protocols[0].tcp.destinationPort.range",
+        ),
+        (
+            admin_with_egress(vec![cnp_rule(
+                CnpAction::Deny,
+                any_peer(),
+                tcp_port(CnpPort::Range { start: 0, end: 80 }),
+            )]),
+            "spec.egress[0].protocols[0].tcp.destinationPort.range.start",
+        ),
+        (
+            admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), tcp_port(CnpPort::Number(65536)))]),
+            "spec.egress[0].protocols[0].tcp.destinationPort.number",
+        ),
+        (
+            admin_with_egress(vec![cnp_rule(
+                CnpAction::Deny,
+                vec![CnpPeer::Networks(vec!["10.0.0.0/40".into()])],
+                None,
+            )]),
+            "spec.egress[0].to[0].networks[0]",
+        ),
+        (
+            admin_with_egress(vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Networks(vec![])], None)]),
+            "spec.egress[0].to[0].networks",
+        ),
         (admin_with_egress(vec![cnp_rule(CnpAction::Deny, vec![], None)]), "spec.egress[0].to"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(LabelSelector::default()); 26], None)]),
-            "spec.egress[0].to"),
+        (
+            admin_with_egress(vec![cnp_rule(
+                CnpAction::Deny,
+                vec![CnpPeer::Namespaces(LabelSelector::default()); 26],
+                None,
+            )]),
+            "spec.egress[0].to",
+        ),
         (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), Some(vec![]))]), "spec.egress[0].protocols"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), Some(vec![CnpProtocol::Unknown; 26]))]),
-            "spec.egress[0].protocols"),
+        (
+            admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), Some(vec![CnpProtocol::Unknown; 26]))]),
+            "spec.egress[0].protocols",
+        ),
         (admin_with_egress(vec![cnp_rule(CnpAction::Deny, any_peer(), None); 26]), "spec.egress"),
-        (admin_with_egress(vec![cnp_rule(CnpAction::Accept, vec![CnpPeer::DomainNames(vec!["not a name".into()])], None)]),
-            "spec.egress[0].to[0].domainNames[0]"),
+        (
+            admin_with_egress(vec![cnp_rule(
+                CnpAction::Accept,
+                vec![CnpPeer::DomainNames(vec!["not a name".into()])],
+                None,
+            )]),
+            "spec.egress[0].to[0].domainNames[0]",
+        ),
     ];
     for (policy, field) in cases {
         let found = errors(&policy);
@@ -158,7 +237,8 @@ fn cluster_policy_bad_inputs_name_their_fields() {
     }
 
     let mut ingress_networks = cnp("bad", Tier::Admin, 1, CnpSubject::Namespaces(LabelSelector::default()));
-    ingress_networks.ingress = vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Networks(vec!["10.0.0.0/8".into()])], None)];
+    ingress_networks.ingress =
+        vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Networks(vec!["10.0.0.0/8".into()])], None)];
     assert_eq!(fields(&Policy::Cluster(ingress_networks)), ["spec.ingress[0].from[0].networks"]);
 }
 

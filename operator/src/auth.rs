@@ -86,9 +86,9 @@ impl Authenticator {
         }
         match identity.node.as_deref() {
             Some(bound) if bound == node => Ok(()),
-            Some(bound) => Err(AuthError::Forbidden(format!(
-                "the token is bound to a pod on node {bound}, not on node {node}"
-            ))),
+            Some(bound) => {
+                Err(AuthError::Forbidden(format!("the token is bound to a pod on node {bound}, not on node {node}")))
+            }
             None => Err(AuthError::Forbidden(format!(
                 "the token is not bound to a pod on a node (no {NODE_NAME_EXTRA}); agents must use a projected token"
             ))),
@@ -110,7 +110,8 @@ impl Authenticator {
             return Err(AuthError::Unauthenticated(format!("token rejected: {reason}")));
         }
         let user = status.user.unwrap_or_default();
-        let node = user.extra.as_ref().and_then(|extra| extra.get(NODE_NAME_EXTRA)).and_then(|values| values.first()).cloned();
+        let node =
+            user.extra.as_ref().and_then(|extra| extra.get(NODE_NAME_EXTRA)).and_then(|values| values.first()).cloned();
         Ok(ReviewedIdentity { username: user.username.unwrap_or_default(), node })
     }
 
@@ -132,7 +133,8 @@ impl Authenticator {
 }
 
 fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
-    let value = authorization.ok_or_else(|| AuthError::Unauthenticated("missing Authorization: Bearer <token>".into()))?;
+    let value =
+        authorization.ok_or_else(|| AuthError::Unauthenticated("missing Authorization: Bearer <token>".into()))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or_else(|| AuthError::Unauthenticated("Authorization header is not of the form Bearer <token>".into()))?;

@@ -95,7 +95,11 @@ fn pods_per_policy(plan: &NodePlan) -> BTreeMap<PolicyRef, usize> {
     for pod in plan.pods.values() {
         let mut policies = BTreeSet::new();
         for direction in [&pod.ingress, &pod.egress] {
-            let ids = direction.admin.iter().chain(direction.network_policy.iter().flatten()).chain(direction.baseline.iter());
+            let ids = direction
+                .admin
+                .iter()
+                .chain(direction.network_policy.iter().flatten())
+                .chain(direction.baseline.iter());
             policies.extend(ids.filter_map(|id| plan.rule_sets.get(id)).map(|set| &set.policy));
         }
         for policy in policies {
@@ -116,7 +120,11 @@ pub struct SharedDistribution {
 
 impl SharedDistribution {
     pub fn new(index: Arc<SharedIndex>) -> Arc<SharedDistribution> {
-        Arc::new(SharedDistribution { distribution: Mutex::new(Distribution::default()), index, ready: watch::Sender::new(false) })
+        Arc::new(SharedDistribution {
+            distribution: Mutex::new(Distribution::default()),
+            index,
+            ready: watch::Sender::new(false),
+        })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Distribution> {
@@ -170,10 +178,13 @@ pub async fn run_distributor(
         let mut index = distribution.index.lock();
         let synced = index.is_synced();
         let nodes = index.take_dirty_nodes();
-        let plans: Vec<(String, NodePlan)> = nodes.into_iter().map(|node| {
-            let plan = index.engine().node_plan(&node);
-            (node, plan)
-        }).collect();
+        let plans: Vec<(String, NodePlan)> = nodes
+            .into_iter()
+            .map(|node| {
+                let plan = index.engine().node_plan(&node);
+                (node, plan)
+            })
+            .collect();
         let mut changed_policies = index.take_dirty_policies();
         drop(index);
         let mut shared = distribution.lock();

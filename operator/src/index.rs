@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use palisade_crds::convert::{self, ConvertError};
 use palisade_crds::ClusterNetworkPolicy;
+use palisade_crds::convert::{self, ConvertError};
 use palisade_engine::model::{PodKey, Policy, PolicyKind, PolicyRef, Revision};
 use palisade_engine::{Delta, Engine};
 use serde::de::DeserializeOwned;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{KindLabel, Metrics};
@@ -146,8 +146,11 @@ impl Index {
             }
             Event::InitDone => {
                 let seen = self.relisting.remove(&K::KIND).unwrap_or_default();
-                let gone: Vec<ObjectKey> =
-                    self.known.get(&K::KIND).map(|known| known.difference(&seen).cloned().collect()).unwrap_or_default();
+                let gone: Vec<ObjectKey> = self
+                    .known
+                    .get(&K::KIND)
+                    .map(|known| known.difference(&seen).cloned().collect())
+                    .unwrap_or_default();
                 for key in &gone {
                     self.remove(K::KIND, key);
                 }
@@ -215,7 +218,12 @@ impl Index {
     /// Installs a policy, or records why it could not be converted (and withdraws any older
     /// version from the engine, as the engine does for an invalid one: the new spec is what the
     /// owner wants now).
-    fn upsert_policy(&mut self, reference: PolicyRef, revision: Revision, converted: Result<Policy, ConvertError>) -> Result<(), ConvertError> {
+    fn upsert_policy(
+        &mut self,
+        reference: PolicyRef,
+        revision: Revision,
+        converted: Result<Policy, ConvertError>,
+    ) -> Result<(), ConvertError> {
         self.dirty_policies.insert(reference.clone());
         match converted {
             Ok(policy) => {
@@ -225,7 +233,8 @@ impl Index {
                 Ok(())
             }
             Err(error) => {
-                self.policies.insert(reference.clone(), PolicyRecord { revision, conversion_error: Some(error.to_string()) });
+                self.policies
+                    .insert(reference.clone(), PolicyRecord { revision, conversion_error: Some(error.to_string()) });
                 let delta = self.engine.remove_policy(&reference);
                 self.absorb(delta);
                 Err(error)
@@ -236,7 +245,11 @@ impl Index {
 
 fn policy_ref(kind: ResourceKind, key: &ObjectKey) -> PolicyRef {
     PolicyRef {
-        kind: if kind == ResourceKind::NetworkPolicy { PolicyKind::NetworkPolicy } else { PolicyKind::ClusterNetworkPolicy },
+        kind: if kind == ResourceKind::NetworkPolicy {
+            PolicyKind::NetworkPolicy
+        } else {
+            PolicyKind::ClusterNetworkPolicy
+        },
         namespace: key.namespace.clone(),
         name: key.name.clone(),
     }
@@ -322,7 +335,11 @@ pub struct SharedIndex {
 
 impl SharedIndex {
     pub fn new() -> Arc<SharedIndex> {
-        Arc::new(SharedIndex { index: Mutex::new(Index::default()), changed: Notify::new(), synced: watch::Sender::new(false) })
+        Arc::new(SharedIndex {
+            index: Mutex::new(Index::default()),
+            changed: Notify::new(),
+            synced: watch::Sender::new(false),
+        })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Index> {

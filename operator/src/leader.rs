@@ -22,7 +22,12 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     pub fn new(name: impl Into<String>, namespace: impl Into<String>) -> LeaseConfig {
-        LeaseConfig { name: name.into(), namespace: namespace.into(), duration: Duration::from_secs(15), grace: Duration::from_secs(5) }
+        LeaseConfig {
+            name: name.into(),
+            namespace: namespace.into(),
+            duration: Duration::from_secs(15),
+            grace: Duration::from_secs(5),
+        }
     }
 }
 

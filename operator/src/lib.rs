@@ -38,8 +38,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -174,10 +174,16 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
 
     let client = client(&config).await?;
     let serving_certificate = tls::ServingCertificate::load(&config.tls_certificate, &config.tls_key).await?;
-    let stream_listener = server::bind(config.stream_address)
-        .map_err(|source| OperatorError::Listen { address: config.stream_address, what: "plan stream", source })?;
-    let probe_listener = server::bind(config.probe_address)
-        .map_err(|source| OperatorError::Listen { address: config.probe_address, what: "probes", source })?;
+    let stream_listener = server::bind(config.stream_address).map_err(|source| OperatorError::Listen {
+        address: config.stream_address,
+        what: "plan stream",
+        source,
+    })?;
+    let probe_listener = server::bind(config.probe_address).map_err(|source| OperatorError::Listen {
+        address: config.probe_address,
+        what: "probes",
+        source,
+    })?;
     let local = |listener: &std::net::TcpListener, address: SocketAddr, what| {
         listener.local_addr().map_err(|source| OperatorError::Listen { address, what, source })
     };
@@ -185,7 +191,11 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
     let probe_address = local(&probe_listener, config.probe_address, "probes")?;
 
     let campaign = leader::Campaign::start(client.clone(), &config.lease, &config.identity).await.map_err(|error| {
-        OperatorError::Lease { namespace: config.lease.namespace.clone(), name: config.lease.name.clone(), message: error.to_string() }
+        OperatorError::Lease {
+            namespace: config.lease.namespace.clone(),
+            name: config.lease.name.clone(),
+            message: error.to_string(),
+        }
     })?;
 
     let shutdown = CancellationToken::new();
@@ -210,7 +220,8 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
         }
     });
     tasks.spawn({
-        let (distribution, dirty, metrics, shutdown) = (distribution.clone(), dirty.clone(), metrics.clone(), shutdown.clone());
+        let (distribution, dirty, metrics, shutdown) =
+            (distribution.clone(), dirty.clone(), metrics.clone(), shutdown.clone());
         let debounce = config.timings.plan_debounce;
         async move {
             distribute::run_distributor(distribution, dirty, metrics, debounce, shutdown).await;

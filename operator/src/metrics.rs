@@ -1,8 +1,8 @@
 //! Prometheus metrics, one registry per operator (no globals, so tests can run several
 //! operators in one process and read each one's numbers).
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -42,14 +42,30 @@ impl Metrics {
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::with_prefix("palisade_operator");
         registry.register("events_processed", "Watch events applied to the index", self.events_processed.clone());
-        registry.register("conversion_errors", "Objects that could not be converted into the engine model", self.conversion_errors.clone());
+        registry.register(
+            "conversion_errors",
+            "Objects that could not be converted into the engine model",
+            self.conversion_errors.clone(),
+        );
         registry.register("plan_sends", "Plan messages (snapshots and deltas) sent to agents", self.plan_sends.clone());
-        registry.register("plans_published", "Changed node plans published to subscribers", self.plans_published.clone());
+        registry.register(
+            "plans_published",
+            "Changed node plans published to subscribers",
+            self.plans_published.clone(),
+        );
         registry.register("connected_agents", "Agents connected to this replica", self.connected_agents.clone());
-        registry.register("refused_subscriptions", "Plan stream subscriptions refused", self.refused_subscriptions.clone());
+        registry.register(
+            "refused_subscriptions",
+            "Plan stream subscriptions refused",
+            self.refused_subscriptions.clone(),
+        );
         registry.register("status_writes", "Status writes to the API server", self.status_writes.clone());
         registry.register("leader", "1 while this replica holds the Lease", self.leader.clone());
-        registry.register("tls_reloads", "Serving certificates reloaded after their files changed", self.tls_reloads.clone());
+        registry.register(
+            "tls_reloads",
+            "Serving certificates reloaded after their files changed",
+            self.tls_reloads.clone(),
+        );
         registry.register(
             "tls_reload_failures",
             "Changed serving certificates that did not load (the previous one stays in use)",

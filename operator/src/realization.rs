@@ -27,14 +27,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
 use palisade_engine::model::{PolicyRef, Revision};
 use palisade_protocol::RealizedPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::distribute::SharedDistribution;
@@ -201,7 +201,8 @@ pub struct Sharing {
 pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
     let Sharing { client, namespace, table, outbox, dirty, index, distribution, is_leader, retry_interval } = sharing;
     let api = Api::<ConfigMap>::namespaced(client, &namespace);
-    let mut events = watcher(api.clone(), watcher::Config::default().labels(&format!("{LABEL}=true"))).default_backoff().boxed();
+    let mut events =
+        watcher(api.clone(), watcher::Config::default().labels(&format!("{LABEL}=true"))).default_backoff().boxed();
     // The nodes that have a ConfigMap (from the watch), with its creation time; and what this
     // replica last wrote that the watch has not contradicted: a report equal to it needs no write.
     let mut seen: BTreeMap<String, Option<k8s_openapi::jiff::Timestamp>> = BTreeMap::new();
@@ -216,7 +217,8 @@ pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
     // and on a failure change every policy of its plan (they may now show the error).
     let apply = |node: &str, new: Option<NodeRealization>| {
         let before = table.get(node);
-        let failure_changed = before.as_ref().and_then(|b| b.failure.as_ref()) != new.as_ref().and_then(|n| n.failure.as_ref());
+        let failure_changed =
+            before.as_ref().and_then(|b| b.failure.as_ref()) != new.as_ref().and_then(|n| n.failure.as_ref());
         let mut changed = match new {
             Some(new) => table.set(node, new),
             None => table.remove(node),
@@ -299,7 +301,8 @@ async fn write_pending(api: &Api<ConfigMap>, outbox: &Outbox, written: &mut BTre
             "metadata": { "name": config_map_name(&node), "labels": { LABEL: "true" } },
             "data": { DATA_NODE: node, DATA_REALIZATION: realization.to_json() },
         });
-        match api.patch(&config_map_name(&node), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+        match api.patch(&config_map_name(&node), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await
+        {
             Ok(_) => {
                 written.insert(node, realization);
             }

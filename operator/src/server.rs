@@ -8,19 +8,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use palisade_engine::plan::NodePlan;
 use palisade_protocol::{AgentMessage, OperatorMessage, SUBPROTOCOL};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::distribute::SharedDistribution;
-use crate::metrics::{render, Metrics};
+use crate::metrics::{Metrics, render};
 use crate::realization::{Outbox, RealizationTable};
 use crate::status::DirtyPolicies;
 
@@ -54,7 +54,8 @@ async fn subscribe(
         .any(|protocol| protocol.trim() == SUBPROTOCOL);
     if !offers_protocol {
         state.metrics.refused_subscriptions.inc();
-        return (StatusCode::BAD_REQUEST, format!("the WebSocket subprotocol {SUBPROTOCOL} is required\n")).into_response();
+        return (StatusCode::BAD_REQUEST, format!("the WebSocket subprotocol {SUBPROTOCOL} is required\n"))
+            .into_response();
     }
     let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     if let Err(error) = state.authenticator.authorize(authorization, &node).await {
@@ -185,10 +186,7 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<ProbeState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        render(&state.registry),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], render(&state.registry))
         .into_response()
 }
 

@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use palisade_crds::conditions::{self, reasons};
-use palisade_crds::policy_status::{NodeError, FIRST_ERRORS_LIMIT};
+use palisade_crds::policy_status::{FIRST_ERRORS_LIMIT, NodeError};
 use palisade_crds::{ClusterNetworkPolicy, PolicyEnforcementStatus, PolicyStatus};
 use palisade_engine::model::{PolicyKind, PolicyRef};
 use serde_json::json;
@@ -207,7 +207,8 @@ impl StatusWriter {
     /// Re-reads every stored status, so the next flush compares with what is really there, and
     /// marks every policy (and every PolicyStatus, to delete orphans) dirty.
     async fn full_reconcile(&mut self) -> Result<(), kube::Error> {
-        let cluster_policies = Api::<ClusterNetworkPolicy>::all(self.client.clone()).list(&ListParams::default()).await?;
+        let cluster_policies =
+            Api::<ClusterNetworkPolicy>::all(self.client.clone()).list(&ListParams::default()).await?;
         let statuses = Api::<PolicyStatus>::all(self.client.clone()).list(&ListParams::default()).await?;
         self.written.clear();
         let mut all = BTreeSet::new();
@@ -221,11 +222,13 @@ impl StatusWriter {
                 .into_iter()
                 .filter(|c| c.type_ == conditions::ACCEPTED || c.type_ == conditions::REALIZED)
                 .collect();
-            self.written.insert(reference.clone(), Written { summary: summarize_stored(&ours, None), conditions: ours });
+            self.written
+                .insert(reference.clone(), Written { summary: summarize_stored(&ours, None), conditions: ours });
             all.insert(reference);
         }
         for stored in statuses {
-            let (Some(name), Some(namespace)) = (stored.metadata.name.clone(), stored.metadata.namespace.clone()) else {
+            let (Some(name), Some(namespace)) = (stored.metadata.name.clone(), stored.metadata.namespace.clone())
+            else {
                 continue;
             };
             let reference = PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some(namespace), name };
@@ -247,10 +250,10 @@ impl StatusWriter {
         };
         let desired = desired_conditions(policy, &facts);
         let is_network_policy = policy.kind == PolicyKind::NetworkPolicy;
-        let counts = is_network_policy.then(|| {
-            (clamp(facts.selected_pods), clamp(facts.nodes_realized), clamp(facts.nodes_desired))
-        });
-        let first_errors: Vec<(String, String)> = facts.failures.iter().map(|e| (e.node.clone(), e.message.clone())).collect();
+        let counts = is_network_policy
+            .then(|| (clamp(facts.selected_pods), clamp(facts.nodes_realized), clamp(facts.nodes_desired)));
+        let first_errors: Vec<(String, String)> =
+            facts.failures.iter().map(|e| (e.node.clone(), e.message.clone())).collect();
         let mut summary = Summary {
             conditions: desired.iter().map(ConditionState::of).collect(),
             counts,
@@ -468,12 +471,22 @@ fn desired_conditions(policy: &PolicyRef, facts: &Facts) -> Vec<Condition> {
     let realized = if !accepted_ok {
         condition(conditions::REALIZED, false, reasons::INVALID, "not enforced: the policy is not accepted".into())
     } else if m == 0 {
-        condition(conditions::REALIZED, true, reasons::NO_SELECTED_PODS, "no scheduled pod is selected; nothing to enforce".into())
+        condition(
+            conditions::REALIZED,
+            true,
+            reasons::NO_SELECTED_PODS,
+            "no scheduled pod is selected; nothing to enforce".into(),
+        )
     } else if n == m {
         condition(conditions::REALIZED, true, reasons::REALIZED, format!("realized on {n} of {m} nodes"))
     } else if !facts.failures.is_empty() {
         let nodes: Vec<&str> = facts.failures.iter().map(|f| f.node.as_str()).collect();
-        condition(conditions::REALIZED, false, reasons::FAILED, format!("realized on {n} of {m} nodes; failed on {}", nodes.join(", ")))
+        condition(
+            conditions::REALIZED,
+            false,
+            reasons::FAILED,
+            format!("realized on {n} of {m} nodes; failed on {}", nodes.join(", ")),
+        )
     } else {
         condition(conditions::REALIZED, false, reasons::PENDING, format!("realized on {n} of {m} nodes"))
     };

@@ -26,7 +26,8 @@ pub struct ServingCertificate {
 impl ServingCertificate {
     /// Loads the pair once; a failure here stops the start (there is nothing to serve with).
     pub async fn load(certificate: &Path, key: &Path) -> Result<ServingCertificate, OperatorError> {
-        let tls_error = |source| OperatorError::Tls { certificate: certificate.to_owned(), key: key.to_owned(), source };
+        let tls_error =
+            |source| OperatorError::Tls { certificate: certificate.to_owned(), key: key.to_owned(), source };
         let (certificate_pem, key_pem) = read_pair(certificate, key).await.map_err(tls_error)?;
         let config = RustlsConfig::from_pem(certificate_pem, key_pem).await.map_err(tls_error)?;
         Ok(ServingCertificate { certificate: certificate.to_owned(), key: key.to_owned(), config })

@@ -25,7 +25,10 @@ fn has_policy(plan: &NodePlan, kind: PolicyKind, name: &str) -> bool {
 }
 
 fn policy_generation(plan: &NodePlan, kind: PolicyKind, name: &str) -> Option<i64> {
-    plan.rule_sets.values().find(|set| set.policy.kind == kind && set.policy.name == name).map(|set| set.revision.generation)
+    plan.rule_sets
+        .values()
+        .find(|set| set.policy.kind == kind && set.policy.name == name)
+        .map(|set| set.revision.generation)
 }
 
 async fn create_network_policy(harness: &Harness, namespace: &str, body: serde_json::Value) -> NetworkPolicy {
@@ -119,22 +122,31 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     let token_n1 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
     let mut agent1 = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("n1 agent accepted");
     let first = agent1.next_message().await;
-    assert!(matches!(first, OperatorMessage::Snapshot { version: 1, .. }), "the first message is a snapshot: {first:?}");
+    assert!(
+        matches!(first, OperatorMessage::Snapshot { version: 1, .. }),
+        "the first message is a snapshot: {first:?}"
+    );
     agent1
         .until("carry both policies", |plan| {
-            has_policy(plan, PolicyKind::NetworkPolicy, "allow-client") && has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)
+            has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")
+                && has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)
         })
         .await;
     let plan = agent1.plan.clone().expect("plan");
     assert_eq!(plan.node, scene.n1);
     let local: Vec<String> = plan.pods.keys().map(ToString::to_string).collect();
-    assert!(local.contains(&format!("{}/web-1", scene.app)) && local.contains(&format!("{}/client", scene.app)), "{local:?}");
+    assert!(
+        local.contains(&format!("{}/web-1", scene.app)) && local.contains(&format!("{}/client", scene.app)),
+        "{local:?}"
+    );
     assert!(!local.contains(&format!("{}/web-2", scene.app)), "pods of n2 are not in n1's plan: {local:?}");
     agent1.report_realized().await;
 
     // n1 alone realizes 1 of the 2 nodes that host selected pods.
     eventually("the CNP to be realized on 1 of 2 nodes", || async move {
-        cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| c.message == "realized on 1 of 2 nodes" && c.status == "False")
+        cnp_condition(harness, cnp_name, conditions::REALIZED)
+            .await
+            .is_some_and(|c| c.message == "realized on 1 of 2 nodes" && c.status == "False")
     })
     .await;
 
@@ -155,14 +167,20 @@ async fn plans_reach_agents_and_realization_reaches_status() {
 
     eventually("the NetworkPolicy's PolicyStatus to show 2 of 2 nodes", || async move {
         policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
-            s.nodes_realized == 2 && s.nodes_desired == 2 && s.selected_pods == 2 && s.observed_generation == Some(1)
+            s.nodes_realized == 2
+                && s.nodes_desired == 2
+                && s.selected_pods == 2
+                && s.observed_generation == Some(1)
                 && condition(&s.conditions, conditions::READY).is_some_and(|c| c.status == "True")
         })
     })
     .await;
     // NetworkPolicies have no status of their own: `kubectl describe` shows an Event instead.
     eventually("a Realized Event on the NetworkPolicy", || async move {
-        let events = Api::<K8sEvent>::namespaced(harness.client.clone(), &scene.app).list(&Default::default()).await.expect("list events");
+        let events = Api::<K8sEvent>::namespaced(harness.client.clone(), &scene.app)
+            .list(&Default::default())
+            .await
+            .expect("list events");
         events.items.iter().any(|event| {
             let regarding = event.regarding.as_ref();
             event.reason.as_deref() == Some(reasons::REALIZED)
@@ -175,7 +193,10 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     .await;
     let stored = policy_status(harness, &scene.app, "allow-client").await.expect("PolicyStatus");
     let owner = &stored.metadata.owner_references.as_ref().expect("owner references")[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("NetworkPolicy", "allow-client", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("NetworkPolicy", "allow-client", Some(true))
+    );
     assert_eq!(Some(&owner.uid), np.metadata.uid.as_ref());
     assert_eq!(stored.spec.policy_uid, np.metadata.uid.clone().expect("uid"));
 
@@ -188,13 +209,23 @@ async fn plans_reach_agents_and_realization_reaches_status() {
         .expect("patch CNP");
     let message = agent1.next_message().await;
     assert!(matches!(message, OperatorMessage::Delta { .. }), "a change comes as a delta: {message:?}");
-    agent1.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, cnp_name) == Some(2)).await;
+    agent1
+        .until("carry generation 2", |plan| {
+            policy_generation(plan, PolicyKind::ClusterNetworkPolicy, cnp_name) == Some(2)
+        })
+        .await;
     agent1.report_realized().await;
     eventually("the CNP to be pending at generation 2", || async move {
-        cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| c.observed_generation == Some(2) && c.status == "False")
+        cnp_condition(harness, cnp_name, conditions::REALIZED)
+            .await
+            .is_some_and(|c| c.observed_generation == Some(2) && c.status == "False")
     })
     .await;
-    agent2.until("carry generation 2", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, cnp_name) == Some(2)).await;
+    agent2
+        .until("carry generation 2", |plan| {
+            policy_generation(plan, PolicyKind::ClusterNetworkPolicy, cnp_name) == Some(2)
+        })
+        .await;
     agent2.report_realized().await;
     eventually("the CNP to be realized at generation 2", || async move {
         cnp_condition(harness, cnp_name, conditions::REALIZED).await.is_some_and(|c| {
@@ -209,7 +240,11 @@ async fn plans_reach_agents_and_realization_reaches_status() {
         .patch("allow-client", &PatchParams::default(), &Patch::Merge(change))
         .await
         .expect("patch NP");
-    agent1.until("carry NP generation 2", |plan| policy_generation(plan, PolicyKind::NetworkPolicy, "allow-client") == Some(2)).await;
+    agent1
+        .until("carry NP generation 2", |plan| {
+            policy_generation(plan, PolicyKind::NetworkPolicy, "allow-client") == Some(2)
+        })
+        .await;
     agent1.report_failed("iptables-restore: line 3 failed").await;
     eventually("the failure to show in the PolicyStatus", || async move {
         policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
@@ -224,7 +259,10 @@ async fn plans_reach_agents_and_realization_reaches_status() {
         .delete("allow-client", &DeleteParams::default())
         .await
         .expect("delete NP");
-    eventually("the PolicyStatus to be deleted", || async move { policy_status(harness, &scene.app, "allow-client").await.is_none() }).await;
+    eventually("the PolicyStatus to be deleted", || async move {
+        policy_status(harness, &scene.app, "allow-client").await.is_none()
+    })
+    .await;
     agent1.until("drop the deleted policy", |plan| !has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
 
     assert!(operator_metric(&operator, "palisade_operator_plan_sends_total").await >= 4.0);
@@ -283,18 +321,20 @@ async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
     // selector the CRD schema cannot judge: `In` with no values.
     let bad_name = format!("bad-selector-{}", scene.app);
     let bad_name = bad_name.as_str();
-    let bad = |values: serde_json::Value| json!({
-        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
-        "metadata": { "name": bad_name },
-        "spec": {
-            "tier": "Admin", "priority": 5,
-            "subject": { "pods": {
-                "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": scene.app } },
-                "podSelector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": values }] },
-            } },
-            "ingress": [{ "action": "Deny", "from": [{ "namespaces": { "matchLabels": { "team": "evil" } } }] }],
-        },
-    });
+    let bad = |values: serde_json::Value| {
+        json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": { "name": bad_name },
+            "spec": {
+                "tier": "Admin", "priority": 5,
+                "subject": { "pods": {
+                    "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": scene.app } },
+                    "podSelector": { "matchExpressions": [{ "key": "app", "operator": "In", "values": values }] },
+                } },
+                "ingress": [{ "action": "Deny", "from": [{ "namespaces": { "matchLabels": { "team": "evil" } } }] }],
+            },
+        })
+    };
     create_cluster_policy(harness, bad(json!([]))).await;
     create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
 
@@ -306,10 +346,14 @@ async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
         }) && cnp_condition(harness, bad_name, conditions::REALIZED).await.is_some_and(|c| c.status == "False")
     })
     .await;
-    assert!(!has_policy(agent.plan.as_ref().expect("plan"), PolicyKind::ClusterNetworkPolicy, bad_name), "the invalid policy is quarantined");
+    assert!(
+        !has_policy(agent.plan.as_ref().expect("plan"), PolicyKind::ClusterNetworkPolicy, bad_name),
+        "the invalid policy is quarantined"
+    );
     eventually("the valid policy realized on n1 (1 of 2 nodes)", || async move {
         policy_status(harness, &scene.app, "allow-client").await.and_then(|s| s.status).is_some_and(|s| {
-            s.nodes_realized == 1 && s.nodes_desired == 2
+            s.nodes_realized == 1
+                && s.nodes_desired == 2
                 && condition(&s.conditions, conditions::ACCEPTED).is_some_and(|c| c.status == "True")
         })
     })
@@ -320,9 +364,15 @@ async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
         .patch(bad_name, &PatchParams::apply("test").force(), &Patch::Apply(bad(json!(["web"]))))
         .await
         .expect("fix");
-    agent.until("carry the fixed policy", |plan| policy_generation(plan, PolicyKind::ClusterNetworkPolicy, bad_name) == Some(2)).await;
+    agent
+        .until("carry the fixed policy", |plan| {
+            policy_generation(plan, PolicyKind::ClusterNetworkPolicy, bad_name) == Some(2)
+        })
+        .await;
     eventually("the fixed policy to be accepted", || async move {
-        cnp_condition(harness, bad_name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
+        cnp_condition(harness, bad_name, conditions::ACCEPTED)
+            .await
+            .is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
     })
     .await;
     agent.close().await;
@@ -340,7 +390,9 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     let name = cnp.metadata.name.clone().expect("name");
     let name = name.as_str();
     eventually("the leader to write the CNP's status", || async move {
-        cnp_condition(harness, name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
+        cnp_condition(harness, name, conditions::ACCEPTED)
+            .await
+            .is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
     })
     .await;
     let stored = Api::<ClusterNetworkPolicy>::all(harness.client.clone()).get(name).await.expect("CNP");
@@ -354,7 +406,11 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
         .collect();
     assert_eq!(managers, vec![palisade_operator::FIELD_MANAGER.to_owned()], "status has one field manager");
     assert!(operator_metric(&leader, "palisade_operator_status_writes_total").await >= 1.0);
-    assert_eq!(operator_metric(&follower, "palisade_operator_status_writes_total").await, 0.0, "the follower writes nothing");
+    assert_eq!(
+        operator_metric(&follower, "palisade_operator_status_writes_total").await,
+        0.0,
+        "the follower writes nothing"
+    );
 
     // Both replicas serve streams, whoever leads.
     let token = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
@@ -366,7 +422,10 @@ async fn only_the_lease_leader_writes_status_and_a_follower_takes_over() {
     // The leader goes away; the follower takes the Lease and writes the next change.
     leader.shutdown().await.expect("leader shuts down");
     let follower_ref = &follower;
-    eventually("the follower to lead", || async move { operator_metric(follower_ref, "palisade_operator_leader").await == 1.0 }).await;
+    eventually("the follower to lead", || async move {
+        operator_metric(follower_ref, "palisade_operator_leader").await == 1.0
+    })
+    .await;
     Api::<ClusterNetworkPolicy>::all(harness.client.clone())
         .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "priority": 30 } })))
         .await
@@ -392,7 +451,8 @@ async fn the_leader_counts_agents_connected_to_a_follower() {
     let cnp_name = cnp.metadata.name.clone().expect("name");
     let cnp_name = cnp_name.as_str();
     let carries_both = |plan: &NodePlan| {
-        has_policy(plan, PolicyKind::NetworkPolicy, "allow-client") && has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)
+        has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")
+            && has_policy(plan, PolicyKind::ClusterNetworkPolicy, cnp_name)
     };
 
     // n1's agent talks to the leader, n2's to the follower.
@@ -420,12 +480,21 @@ async fn the_leader_counts_agents_connected_to_a_follower() {
             .is_some_and(|s| s.nodes_realized == 2 && s.nodes_desired == 2)
     })
     .await;
-    assert_eq!(operator_metric(&follower, "palisade_operator_status_writes_total").await, 0.0, "the follower writes no status");
+    assert_eq!(
+        operator_metric(&follower, "palisade_operator_status_writes_total").await,
+        0.0,
+        "the follower writes no status"
+    );
 
     // The follower shared n2's realization in one ConfigMap, labelled, in the operator's namespace.
-    let config_maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(harness.client.clone(), &harness.system_namespace);
-    let shared = config_maps.get(&format!("palisade-realization-{}", scene.n2)).await.expect("n2's realization ConfigMap");
-    assert_eq!(shared.metadata.labels.unwrap_or_default().get("palisade.dev/realization").map(String::as_str), Some("true"));
+    let config_maps =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(harness.client.clone(), &harness.system_namespace);
+    let shared =
+        config_maps.get(&format!("palisade-realization-{}", scene.n2)).await.expect("n2's realization ConfigMap");
+    assert_eq!(
+        shared.metadata.labels.unwrap_or_default().get("palisade.dev/realization").map(String::as_str),
+        Some("true")
+    );
     assert_eq!(shared.data.unwrap_or_default().get("node"), Some(&scene.n2));
 
     // A disconnected agent keeps enforcing its last plan: its realization stays.

@@ -9,7 +9,7 @@
 //! [`AgentMessage::Realized`] or [`AgentMessage::Failed`].
 
 use palisade_engine::model::{PolicyRef, Revision};
-use palisade_engine::plan::{NodePlan, PlanDelta, PLAN_FORMAT_VERSION};
+use palisade_engine::plan::{NodePlan, PLAN_FORMAT_VERSION, PlanDelta};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

@@ -1,6 +1,6 @@
 use palisade_engine::model::PodKey;
 use palisade_engine::plan::{LocalPod, NodePlan};
-use palisade_protocol::{encode, OperatorMessage};
+use palisade_protocol::{OperatorMessage, encode};
 
 #[test]
 fn a_snapshot_with_pods_survives_the_wire() {

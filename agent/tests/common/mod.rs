@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use palisade_agent::{Applier, ApplyConfig};
 use palisade_engine::model::{PodKey, PolicyKind, PolicyRef, Protocol, Revision};
 use palisade_engine::plan::{
-    Action, Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch,
-    PortEntry, PortMatch, Rule, RuleSet, RuleSetId,
+    Action, Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch,
+    Rule, RuleSet, RuleSetId,
 };
 
 static NEXT_NETNS: AtomicUsize = AtomicUsize::new(0);
@@ -22,15 +22,8 @@ pub struct Netns {
 
 impl Netns {
     pub fn new() -> Netns {
-        let name = format!(
-            "pal-agt-{}-{}",
-            std::process::id(),
-            NEXT_NETNS.fetch_add(1, Ordering::SeqCst)
-        );
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
+        let name = format!("pal-agt-{}-{}", std::process::id(), NEXT_NETNS.fetch_add(1, Ordering::SeqCst));
+        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
         assert!(status.success(), "ip netns add {name} failed");
         let netns = Netns { name };
         netns.sh("ip link set lo up");
@@ -65,10 +58,7 @@ impl Netns {
     }
 
     pub fn applier(&self) -> Applier {
-        Applier::new(ApplyConfig {
-            netns: Some(self.name.clone()),
-            ..ApplyConfig::default()
-        })
+        Applier::new(ApplyConfig { netns: Some(self.name.clone()), ..ApplyConfig::default() })
     }
 
     /// `iptables-save` and `ip6tables-save` without comments and counters, which vary per run.
@@ -108,11 +98,7 @@ impl Netns {
     pub fn owned_sets(&self) -> String {
         self.sh("ipset save")
             .lines()
-            .filter(|line| {
-                line.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|name| name.starts_with("pal"))
-            })
+            .filter(|line| line.split_whitespace().nth(1).is_some_and(|name| name.starts_with("pal")))
             .map(|line| format!("{line}\n"))
             .collect()
     }
@@ -120,9 +106,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -131,10 +115,7 @@ pub fn ip(text: &str) -> IpAddr {
 }
 
 pub fn pod(namespace: &str, name: &str) -> PodKey {
-    PodKey {
-        namespace: namespace.into(),
-        name: name.into(),
-    }
+    PodKey { namespace: namespace.into(), name: name.into() }
 }
 
 pub fn gid(id: &str) -> GroupId {
@@ -146,35 +127,18 @@ pub fn rsid(id: &str) -> RuleSetId {
 }
 
 pub fn tcp(first: u16, last: u16) -> PortEntry {
-    PortEntry::Range {
-        protocol: Protocol::Tcp,
-        first,
-        last,
-    }
+    PortEntry::Range { protocol: Protocol::Tcp, first, last }
 }
 
 pub fn rule(index: usize, action: Action, peers: PeerMatch, ports: PortMatch) -> Rule {
-    Rule {
-        index,
-        name: None,
-        action,
-        peers,
-        ports,
-    }
+    Rule { index, name: None, action, peers, ports }
 }
 
 pub fn rule_set(kind: PolicyKind, name: &str, direction: Direction, rules: Vec<Rule>) -> RuleSet {
     let namespace = (kind == PolicyKind::NetworkPolicy).then(|| "default".to_string());
     RuleSet {
-        policy: PolicyRef {
-            kind,
-            namespace,
-            name: name.into(),
-        },
-        revision: Revision {
-            uid: format!("uid-{name}"),
-            generation: 1,
-        },
+        policy: PolicyRef { kind, namespace, name: name.into() },
+        revision: Revision { uid: format!("uid-{name}"), generation: 1 },
         direction,
         rules,
     }
@@ -191,31 +155,16 @@ pub const BASELINE_INGRESS: &str = "c000000000000001";
 /// policy (Pass, Deny, Accept); `api` under a baseline policy; `db` open in both directions.
 pub fn sample_plan() -> NodePlan {
     let mut groups = BTreeMap::new();
-    groups.insert(
-        gid(CLIENTS),
-        Group::Addresses(BTreeSet::from([ip("198.18.2.10"), ip("fd00:198:18:2::10")])),
-    );
+    groups.insert(gid(CLIENTS), Group::Addresses(BTreeSet::from([ip("198.18.2.10"), ip("fd00:198:18:2::10")])));
     groups.insert(
         gid(BLOCK),
         Group::Networks(BTreeSet::from([
-            NetEntry {
-                net: "0.0.0.0/0".parse().expect("net"),
-                nomatch: false,
-            },
-            NetEntry {
-                net: "198.18.0.0/15".parse().expect("net"),
-                nomatch: true,
-            },
-            NetEntry {
-                net: "fd00:198:18::/48".parse().expect("net"),
-                nomatch: false,
-            },
+            NetEntry { net: "0.0.0.0/0".parse().expect("net"), nomatch: false },
+            NetEntry { net: "198.18.0.0/15".parse().expect("net"), nomatch: true },
+            NetEntry { net: "fd00:198:18::/48".parse().expect("net"), nomatch: false },
         ])),
     );
-    groups.insert(
-        gid(NAMED),
-        Group::IpPorts(BTreeSet::from([(ip("198.18.1.20"), Protocol::Tcp, 8080)])),
-    );
+    groups.insert(gid(NAMED), Group::IpPorts(BTreeSet::from([(ip("198.18.1.20"), Protocol::Tcp, 8080)])));
 
     let mut rule_sets = BTreeMap::new();
     rule_sets.insert(
@@ -225,34 +174,16 @@ pub fn sample_plan() -> NodePlan {
             "admin-egress",
             Direction::Egress,
             vec![
-                rule(
-                    0,
-                    Action::Pass,
-                    PeerMatch::AnyOf(vec![gid(CLIENTS)]),
-                    PortMatch::Any,
-                ),
-                rule(
-                    1,
-                    Action::Deny,
-                    PeerMatch::AnyOf(vec![gid(BLOCK)]),
-                    PortMatch::AnyOf(vec![tcp(25, 25)]),
-                ),
+                rule(0, Action::Pass, PeerMatch::AnyOf(vec![gid(CLIENTS)]), PortMatch::Any),
+                rule(1, Action::Deny, PeerMatch::AnyOf(vec![gid(BLOCK)]), PortMatch::AnyOf(vec![tcp(25, 25)])),
                 rule(
                     2,
                     Action::Accept,
                     PeerMatch::Any,
                     PortMatch::AnyOf(vec![
-                        PortEntry::Range {
-                            protocol: Protocol::Udp,
-                            first: 53,
-                            last: 53,
-                        },
+                        PortEntry::Range { protocol: Protocol::Udp, first: 53, last: 53 },
                         tcp(53, 53),
-                        PortEntry::Range {
-                            protocol: Protocol::Icmp,
-                            first: 0,
-                            last: 0,
-                        },
+                        PortEntry::Range { protocol: Protocol::Icmp, first: 0, last: 0 },
                     ]),
                 ),
             ],
@@ -271,12 +202,7 @@ pub fn sample_plan() -> NodePlan {
                     PeerMatch::AnyOf(vec![gid(CLIENTS), gid(BLOCK)]),
                     PortMatch::AnyOf(vec![tcp(80, 80), tcp(443, 443), tcp(8000, 8100)]),
                 ),
-                rule(
-                    1,
-                    Action::Accept,
-                    PeerMatch::Any,
-                    PortMatch::AnyOf(vec![PortEntry::Named(gid(NAMED))]),
-                ),
+                rule(1, Action::Accept, PeerMatch::Any, PortMatch::AnyOf(vec![PortEntry::Named(gid(NAMED))])),
             ],
         ),
     );
@@ -287,12 +213,7 @@ pub fn sample_plan() -> NodePlan {
             "baseline-ingress",
             Direction::Ingress,
             vec![
-                rule(
-                    0,
-                    Action::Accept,
-                    PeerMatch::AnyOf(vec![gid(CLIENTS)]),
-                    PortMatch::Any,
-                ),
+                rule(0, Action::Accept, PeerMatch::AnyOf(vec![gid(CLIENTS)]), PortMatch::Any),
                 rule(1, Action::Deny, PeerMatch::Any, PortMatch::Any),
             ],
         ),
@@ -303,46 +224,25 @@ pub fn sample_plan() -> NodePlan {
         pod("default", "web"),
         LocalPod {
             ips: vec![ip("198.18.1.10"), ip("fd00:198:18:1::10")],
-            ingress: DirectionPlan {
-                network_policy: Some(vec![rsid(NP_INGRESS)]),
-                ..DirectionPlan::default()
-            },
-            egress: DirectionPlan {
-                admin: vec![rsid(ADMIN_EGRESS)],
-                ..DirectionPlan::default()
-            },
+            ingress: DirectionPlan { network_policy: Some(vec![rsid(NP_INGRESS)]), ..DirectionPlan::default() },
+            egress: DirectionPlan { admin: vec![rsid(ADMIN_EGRESS)], ..DirectionPlan::default() },
         },
     );
     pods.insert(
         pod("default", "api"),
         LocalPod {
             ips: vec![ip("198.18.1.20")],
-            ingress: DirectionPlan {
-                baseline: vec![rsid(BASELINE_INGRESS)],
-                ..DirectionPlan::default()
-            },
+            ingress: DirectionPlan { baseline: vec![rsid(BASELINE_INGRESS)], ..DirectionPlan::default() },
             egress: DirectionPlan::default(),
         },
     );
     pods.insert(
         pod("default", "db"),
-        LocalPod {
-            ips: vec![ip("198.18.1.30")],
-            ingress: DirectionPlan::default(),
-            egress: DirectionPlan::default(),
-        },
+        LocalPod { ips: vec![ip("198.18.1.30")], ingress: DirectionPlan::default(), egress: DirectionPlan::default() },
     );
-    NodePlan {
-        node: "node-a".into(),
-        pods,
-        rule_sets,
-        groups,
-    }
+    NodePlan { node: "node-a".into(), pods, rule_sets, groups }
 }
 
 pub fn render_config() -> palisade_agent::RenderConfig {
-    palisade_agent::RenderConfig {
-        node_ips: vec![ip("198.18.0.1"), ip("fd00:198:18::1")],
-        ..Default::default()
-    }
+    palisade_agent::RenderConfig { node_ips: vec![ip("198.18.0.1"), ip("fd00:198:18::1")], ..Default::default() }
 }

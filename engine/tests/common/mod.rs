@@ -63,7 +63,15 @@ pub fn np(namespace: &str, name: &str, pod_selector: LabelSelector) -> NetworkPo
 }
 
 pub fn cnp(name: &str, tier: Tier, priority: i32, subject: CnpSubject) -> ClusterNetworkPolicy {
-    ClusterNetworkPolicy { name: name.into(), revision: Revision::default(), tier, priority, subject, ingress: vec![], egress: vec![] }
+    ClusterNetworkPolicy {
+        name: name.into(),
+        revision: Revision::default(),
+        tier,
+        priority,
+        subject,
+        ingress: vec![],
+        egress: vec![],
+    }
 }
 
 pub fn cnp_rule(action: CnpAction, peers: Vec<CnpPeer>, protocols: Option<Vec<CnpProtocol>>) -> CnpRule {
@@ -168,7 +176,11 @@ pub fn random_selector(rng: &mut Seeded) -> LabelSelector {
             }
             _ => vec![],
         };
-        selector.match_expressions.push(SelectorRequirement { key: rng.pick(&LABEL_KEYS).to_string(), operator, values });
+        selector.match_expressions.push(SelectorRequirement {
+            key: rng.pick(&LABEL_KEYS).to_string(),
+            operator,
+            values,
+        });
     }
     selector
 }
@@ -328,7 +340,11 @@ fn random_cnp_rules(rng: &mut Seeded, egress: bool) -> Vec<CnpRule> {
             name: None,
             action: *rng.pick(&[CnpAction::Accept, CnpAction::Deny, CnpAction::Pass]),
             peers: (0..1 + rng.below(2)).map(|_| random_cnp_peer(rng, egress)).collect(),
-            protocols: if rng.chance(2) { None } else { Some((0..1 + rng.below(2)).map(|_| random_cnp_protocol(rng)).collect()) },
+            protocols: if rng.chance(2) {
+                None
+            } else {
+                Some((0..1 + rng.below(2)).map(|_| random_cnp_protocol(rng)).collect())
+            },
         })
         .collect()
 }

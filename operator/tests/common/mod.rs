@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use palisade_engine::plan::NodePlan;
 use palisade_operator::{LeaseConfig, OperatorConfig, RunningOperator, ServiceAccountRef, Timings};
 use palisade_protocol::{AgentMessage, OperatorMessage, SUBPROTOCOL};
-use palisade_testkit::{mark_pod_running, ControlPlane};
+use palisade_testkit::{ControlPlane, mark_pod_running};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -34,7 +34,10 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub fn init_logging() {
     // Every test calls this; only the first succeeds. Shown only for failing tests.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PALISADE_TEST_LOG").unwrap_or_else(|_| "palisade_operator=debug".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PALISADE_TEST_LOG")
+                .unwrap_or_else(|_| "palisade_operator=debug".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -77,7 +80,10 @@ impl Harness {
             tls_certificate: self.cert.clone(),
             tls_key: self.key.clone(),
             probe_address: "127.0.0.1:0".parse().expect("address"),
-            agent_service_account: ServiceAccountRef { namespace: self.system_namespace.clone(), name: AGENT_SA.into() },
+            agent_service_account: ServiceAccountRef {
+                namespace: self.system_namespace.clone(),
+                name: AGENT_SA.into(),
+            },
             lease,
             identity: identity.to_owned(),
             timings: Timings {
@@ -104,7 +110,8 @@ impl Harness {
         let second = self.start_operator("operator-b").await;
         let (a, b) = (&first, &second);
         eventually("one replica to lead", || async move {
-            operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await == 1.0
+            operator_metric(a, "palisade_operator_leader").await + operator_metric(b, "palisade_operator_leader").await
+                == 1.0
         })
         .await;
         if operator_metric(&first, "palisade_operator_leader").await == 1.0 { (first, second) } else { (second, first) }
@@ -119,14 +126,19 @@ impl Harness {
         let nodes = Api::<Node>::all(self.client.clone());
         nodes.create(&PostParams::default(), &node).await.expect("create node");
         let status = json!({ "status": { "addresses": [{ "type": "InternalIP", "address": ip }] } });
-        nodes
-            .patch_status(name, &Default::default(), &kube::api::Patch::Merge(status))
-            .await
-            .expect("node status");
+        nodes.patch_status(name, &Default::default(), &kube::api::Patch::Merge(status)).await.expect("node status");
     }
 
     /// A running pod on `node` with `labels`, address `ip`, and (optionally) a ServiceAccount.
-    pub async fn create_pod(&self, namespace: &str, name: &str, node: &str, labels: &[(&str, &str)], ip: &str, service_account: Option<&str>) -> Pod {
+    pub async fn create_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        ip: &str,
+        service_account: Option<&str>,
+    ) -> Pod {
         let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
         let mut spec = json!({
             "nodeName": node,
@@ -141,7 +153,10 @@ impl Harness {
             "spec": spec,
         }))
         .expect("pod");
-        Api::<Pod>::namespaced(self.client.clone(), namespace).create(&PostParams::default(), &pod).await.expect("create pod");
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
         let ip: IpAddr = ip.parse().expect("pod ip");
         mark_pod_running(&self.client, namespace, name, &[ip], &["192.0.2.1".parse().expect("host ip")])
             .await
@@ -150,8 +165,12 @@ impl Harness {
 
     /// Ensures ServiceAccount `namespace/name` exists.
     pub async fn service_account(&self, namespace: &str, name: &str) {
-        let account: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": name, "namespace": namespace } })).expect("sa");
-        match Api::<ServiceAccount>::namespaced(self.client.clone(), namespace).create(&PostParams::default(), &account).await {
+        let account: ServiceAccount =
+            serde_json::from_value(json!({ "metadata": { "name": name, "namespace": namespace } })).expect("sa");
+        match Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &account)
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => panic!("create service account: {error}"),
@@ -195,7 +214,13 @@ impl Harness {
 
     /// Subscribes to `node`'s plan at `operator` with `token`. `Err` carries the HTTP status of
     /// a refusal.
-    pub async fn connect(&self, operator: &RunningOperator, node: &str, token: Option<&str>, offer_protocol: bool) -> Result<Agent, u16> {
+    pub async fn connect(
+        &self,
+        operator: &RunningOperator,
+        node: &str,
+        token: Option<&str>,
+        offer_protocol: bool,
+    ) -> Result<Agent, u16> {
         match self.connect_trusting(&self.ca_pem, operator, node, token, offer_protocol).await {
             Ok(agent) => Ok(agent),
             Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
@@ -215,14 +240,18 @@ impl Harness {
         let url = format!("wss://127.0.0.1:{}{}", operator.stream_address.port(), palisade_protocol::stream_path(node));
         let mut request = url.into_client_request().expect("request");
         if let Some(token) = token {
-            request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
+            request
+                .headers_mut()
+                .insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
         }
         if offer_protocol {
             request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
         }
         let connector = Harness::tls_connector(ca_pem);
-        let (socket, response) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)).await?;
-        let protocol = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (socket, response) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)).await?;
+        let protocol =
+            response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
         assert_eq!(protocol.as_deref(), Some(SUBPROTOCOL), "the operator agrees on the subprotocol");
         Ok(Agent { socket, plan: None, version: 0 })
     }
@@ -318,9 +347,9 @@ pub async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> 
 
 /// The value of an unlabelled metric in an OpenMetrics text.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
 }
 
 pub async fn operator_metric(operator: &RunningOperator, name: &str) -> f64 {

@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_crds::ClusterNetworkPolicy;
 use serde_json::Value;
 
-use crate::model::{Model, PodId, Probe, Protocol, NAMESPACE_NAME_LABEL};
+use crate::model::{Model, NAMESPACE_NAME_LABEL, PodId, Probe, Protocol};
 use crate::reachability::Reachability;
 
 /// One upstream test, with every step it takes.
@@ -133,7 +133,9 @@ impl Object {
         substitute_placeholders(&mut value, env)?;
         Ok(match self {
             Object::NetworkPolicy(_) => Object::NetworkPolicy(serde_json::from_value(value).map_err(serde)?),
-            Object::ClusterNetworkPolicy(_) => Object::ClusterNetworkPolicy(serde_json::from_value(value).map_err(serde)?),
+            Object::ClusterNetworkPolicy(_) => {
+                Object::ClusterNetworkPolicy(serde_json::from_value(value).map_err(serde)?)
+            }
         })
     }
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::builder::CaseBuilder;
 use crate::case::{Object, ObjectRef, Suite};
 use crate::model::{
-    labels, namespace_labels, ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, PodId, Probe, Protocol,
+    ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, PodId, Probe, Protocol, labels, namespace_labels,
 };
 
 const SOURCE: &str = "kubernetes-sigs/network-policy-api conformance/tests";
@@ -124,7 +124,8 @@ pub fn suite() -> Suite {
     let mut cases: Vec<_> = ORDERED_RULE_CASES
         .iter()
         .map(|spec| {
-            let mut case = CaseBuilder::new(spec.short_name, &format!("{SOURCE}/{}", spec.source), pod_ids.clone(), false);
+            let mut case =
+                CaseBuilder::new(spec.short_name, &format!("{SOURCE}/{}", spec.source), pod_ids.clone(), false);
             write_ordered_rules_case(&mut case, spec);
             case.build()
         })
@@ -1049,7 +1050,11 @@ const SCRIPTED_CASES: &[(&str, &str, Script)] = &[
         admin_tier_egress_inline_cidr_peers,
     ),
     ("CNPAdminTierEgressNamedPort", "admin-network-policy-experimental-egress-rules.go", admin_tier_egress_named_port),
-    ("CNPAdminTierIngressNamedPort", "admin-network-policy-experimental-ingress-rules.go", admin_tier_ingress_named_port),
+    (
+        "CNPAdminTierIngressNamedPort",
+        "admin-network-policy-experimental-ingress-rules.go",
+        admin_tier_ingress_named_port,
+    ),
     ("CNPAdminTierEgressNodePeers", "admin-network-policy-experimental-egress-rules.go", admin_tier_egress_node_peers),
     (
         "CNPBaselineTierEgressInlineCIDRPeers",
@@ -1087,12 +1092,18 @@ fn priority_field(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should Deny traffic from slytherin to gryffindor respecting admin CNP",
-        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false)],
+        &[
+            poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false),
+            poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false),
+        ],
     );
     poke(
         case,
         "Should Deny traffic to slytherin from gryffindor respecting admin CNP",
-        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false)],
+        &[
+            poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false),
+            poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false),
+        ],
     );
     let cnp = cluster_network_policy(&mut objects, "old-priority-60-new-priority-40-example")?;
     cnp.spec.priority = 40;
@@ -1119,12 +1130,18 @@ fn admin_tier_integration(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should Deny traffic from slytherin to gryffindor respecting admin CNP",
-        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false)],
+        &[
+            poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false),
+            poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false),
+        ],
     );
     poke(
         case,
         "Should Deny traffic to slytherin from gryffindor respecting admin CNP",
-        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false)],
+        &[
+            poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false),
+            poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false),
+        ],
     );
     let pass_example = cluster_network_policy(&mut objects, "pass-example")?;
     let ingress = pass_example.spec.ingress.first_mut().ok_or("pass-example has no ingress rule")?;
@@ -1134,7 +1151,10 @@ fn admin_tier_integration(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should support a 'pass-ingress' policy for admin CNP and respect the match for network policy",
-        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, true), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, true)],
+        &[
+            poke_tcp("draco-malfoy-0", "harry-potter-0", 80, true),
+            poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, true),
+        ],
     );
     let pass_example = cluster_network_policy(&mut objects, "pass-example")?;
     let egress = pass_example.spec.egress.first_mut().ok_or("pass-example has no egress rule")?;
@@ -1144,7 +1164,10 @@ fn admin_tier_integration(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should support a 'pass-egress' policy for admin CNP and respect the match for network policy",
-        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, true), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, true)],
+        &[
+            poke_tcp("harry-potter-0", "draco-malfoy-0", 80, true),
+            poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, true),
+        ],
     );
     let np: &NetworkPolicy = objects
         .iter()
@@ -1160,12 +1183,18 @@ fn admin_tier_integration(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should support a 'pass-ingress' policy for admin CNP and respect the match for baseline cluster network policy",
-        &[poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false), poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false)],
+        &[
+            poke_tcp("draco-malfoy-0", "harry-potter-0", 80, false),
+            poke_tcp("draco-malfoy-1", "harry-potter-0", 8080, false),
+        ],
     );
     poke(
         case,
         "Should support a 'pass-egress' policy for admin CNP and respect the match for baseline cluster network policy",
-        &[poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false), poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false)],
+        &[
+            poke_tcp("harry-potter-0", "draco-malfoy-0", 80, false),
+            poke_tcp("harry-potter-1", "draco-malfoy-0", 8080, false),
+        ],
     );
     Ok(())
 }
@@ -1267,7 +1296,10 @@ fn admin_tier_egress_named_port(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should support an 'allow-egress' policy for named port",
-        &[poke_tcp("harry-potter-0", "cedric-diggory-1", 80, true), poke_tcp("harry-potter-1", "cedric-diggory-1", 8080, false)],
+        &[
+            poke_tcp("harry-potter-0", "cedric-diggory-1", 80, true),
+            poke_tcp("harry-potter-1", "cedric-diggory-1", 8080, false),
+        ],
     );
     Ok(())
 }
@@ -1279,7 +1311,10 @@ fn admin_tier_ingress_named_port(case: &mut CaseBuilder) -> Result<(), String> {
     poke(
         case,
         "Should support an 'allow-ingress' policy for named port",
-        &[poke_udp("harry-potter-0", "cedric-diggory-1", 53, true), poke_udp("harry-potter-1", "cedric-diggory-1", 5353, false)],
+        &[
+            poke_udp("harry-potter-0", "cedric-diggory-1", 53, true),
+            poke_udp("harry-potter-1", "cedric-diggory-1", 5353, false),
+        ],
     );
     Ok(())
 }
@@ -1291,7 +1326,10 @@ fn baseline_tier_egress_named_port(case: &mut CaseBuilder) -> Result<(), String>
     poke(
         case,
         "Should support an 'allow-egress' policy for named port",
-        &[poke_udp("cedric-diggory-0", "harry-potter-1", 53, true), poke_udp("cedric-diggory-1", "harry-potter-1", 5353, false)],
+        &[
+            poke_udp("cedric-diggory-0", "harry-potter-1", 53, true),
+            poke_udp("cedric-diggory-1", "harry-potter-1", 5353, false),
+        ],
     );
     Ok(())
 }
@@ -1303,7 +1341,10 @@ fn baseline_tier_ingress_named_port(case: &mut CaseBuilder) -> Result<(), String
     poke(
         case,
         "Should support an 'allow-ingress' policy for named port",
-        &[poke_tcp("cedric-diggory-0", "harry-potter-1", 80, true), poke_tcp("cedric-diggory-1", "harry-potter-1", 8080, false)],
+        &[
+            poke_tcp("cedric-diggory-0", "harry-potter-1", 80, true),
+            poke_tcp("cedric-diggory-1", "harry-potter-1", 8080, false),
+        ],
     );
     Ok(())
 }

@@ -88,11 +88,7 @@ pub fn namespaces(selector: LabelSelector) -> NetworkPolicyPeer {
 
 /// `NetworkPolicyPeer{NamespaceSelector: ..., PodSelector: ...}` (both must match).
 pub fn namespaces_and_pods(namespace_selector: LabelSelector, pod_selector: LabelSelector) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        namespace_selector: Some(namespace_selector),
-        pod_selector: Some(pod_selector),
-        ip_block: None,
-    }
+    NetworkPolicyPeer { namespace_selector: Some(namespace_selector), pod_selector: Some(pod_selector), ip_block: None }
 }
 
 /// `NetworkPolicyPeer{IPBlock: {CIDR, Except}}`.

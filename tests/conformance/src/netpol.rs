@@ -14,8 +14,8 @@ use crate::k8s::{
     pods, policy, port_named, port_number, port_protocol, with_egress, with_ingress,
 };
 use crate::model::{
-    labels, namespace_labels, ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, PodId, Probe, Protocol,
-    NAMESPACE_NAME_LABEL,
+    ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, NAMESPACE_NAME_LABEL, PodId, Probe, Protocol, labels,
+    namespace_labels,
 };
 use crate::reachability::Peer;
 
@@ -84,17 +84,49 @@ type Writer = fn(&mut CaseBuilder);
 const CASES: &[(&str, &str, Writer)] = &[
     (TCP_CONTEXT, "should support a 'default-deny-ingress' policy", default_deny_ingress_tcp),
     (TCP_CONTEXT, "should support a 'default-deny-all' policy", default_deny_all),
-    (TCP_CONTEXT, "should enforce policy to allow traffic from pods within server namespace based on PodSelector", allow_from_pods_within_namespace),
+    (
+        TCP_CONTEXT,
+        "should enforce policy to allow traffic from pods within server namespace based on PodSelector",
+        allow_from_pods_within_namespace,
+    ),
     (TCP_CONTEXT, "should enforce policy to allow ingress traffic for a target", allow_ingress_for_target),
-    (TCP_CONTEXT, "should enforce policy to allow ingress traffic from pods in all namespaces", allow_ingress_from_all_namespaces),
-    (TCP_CONTEXT, "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector", allow_only_from_other_namespace),
+    (
+        TCP_CONTEXT,
+        "should enforce policy to allow ingress traffic from pods in all namespaces",
+        allow_ingress_from_all_namespaces,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector",
+        allow_only_from_other_namespace,
+    ),
     (TCP_CONTEXT, "should enforce policy based on PodSelector with MatchExpressions", pod_selector_match_expressions),
-    (TCP_CONTEXT, "should enforce policy based on NamespaceSelector with MatchExpressions", namespace_selector_match_expressions),
-    (TCP_CONTEXT, "should enforce policy based on PodSelector or NamespaceSelector", pod_selector_or_namespace_selector),
-    (TCP_CONTEXT, "should enforce policy based on PodSelector and NamespaceSelector", pod_selector_and_namespace_selector),
-    (TCP_CONTEXT, "should enforce policy based on Multiple PodSelectors and NamespaceSelectors", multiple_pod_and_namespace_selectors),
+    (
+        TCP_CONTEXT,
+        "should enforce policy based on NamespaceSelector with MatchExpressions",
+        namespace_selector_match_expressions,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce policy based on PodSelector or NamespaceSelector",
+        pod_selector_or_namespace_selector,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce policy based on PodSelector and NamespaceSelector",
+        pod_selector_and_namespace_selector,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce policy based on Multiple PodSelectors and NamespaceSelectors",
+        multiple_pod_and_namespace_selectors,
+    ),
     (TCP_CONTEXT, "should enforce policy based on any PodSelectors", any_pod_selectors),
-    (TCP_CONTEXT, "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector", only_from_pod_in_other_namespace_tcp),
+    (
+        TCP_CONTEXT,
+        "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
+        only_from_pod_in_other_namespace_tcp,
+    ),
     (TCP_CONTEXT, "should enforce policy based on Ports", ports_tcp),
     (TCP_CONTEXT, "should enforce multiple, stacked policies with overlapping podSelectors", stacked_policies),
     (TCP_CONTEXT, "should support allow-all policy", allow_all),
@@ -109,27 +141,79 @@ const CASES: &[(&str, &str, Writer)] = &[
     (TCP_CONTEXT, "should deny egress from pods based on PodSelector", deny_egress_by_pod_selector),
     (TCP_CONTEXT, "should deny egress from all pods in a namespace", deny_egress_from_namespace),
     (TCP_CONTEXT, "should work with Ingress, Egress specified together", ingress_and_egress_together),
-    (TCP_CONTEXT, "should support denying of egress traffic on the client side (even if the server explicitly allows this traffic)", egress_denied_client_side),
-    (TCP_CONTEXT, "should enforce egress policy allowing traffic to a server in a different namespace based on PodSelector and NamespaceSelector", egress_to_pod_in_other_namespace),
-    (TCP_CONTEXT, "should enforce ingress policy allowing any port traffic to a server on a specific protocol", ingress_any_port_one_protocol),
-    (TCP_CONTEXT, "should enforce multiple ingress policies with ingress allow-all policy taking precedence", ingress_allow_all_precedence),
-    (TCP_CONTEXT, "should enforce multiple egress policies with egress allow-all policy taking precedence", egress_allow_all_precedence),
+    (
+        TCP_CONTEXT,
+        "should support denying of egress traffic on the client side (even if the server explicitly allows this traffic)",
+        egress_denied_client_side,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce egress policy allowing traffic to a server in a different namespace based on PodSelector and NamespaceSelector",
+        egress_to_pod_in_other_namespace,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce ingress policy allowing any port traffic to a server on a specific protocol",
+        ingress_any_port_one_protocol,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce multiple ingress policies with ingress allow-all policy taking precedence",
+        ingress_allow_all_precedence,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce multiple egress policies with egress allow-all policy taking precedence",
+        egress_allow_all_precedence,
+    ),
     (TCP_CONTEXT, "should stop enforcing policies after they are deleted", stop_enforcing_after_delete),
     (TCP_CONTEXT, "should allow egress access to server in CIDR block", egress_to_cidr),
     (TCP_CONTEXT, "should enforce except clause while egress access to server in CIDR block", egress_cidr_except),
-    (TCP_CONTEXT, "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed", egress_cidr_and_except_overlap),
-    (TCP_CONTEXT, "should enforce policies to check ingress and egress policies can be controlled independently based on PodSelector", ingress_egress_independent),
-    (TCP_CONTEXT, "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP", sctp_is_not_tcp),
-    (TCP_CONTEXT, "should properly isolate pods that are selected by a policy allowing SCTP, even if the plugin doesn't support SCTP", sctp_policy_isolates),
+    (
+        TCP_CONTEXT,
+        "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed",
+        egress_cidr_and_except_overlap,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce policies to check ingress and egress policies can be controlled independently based on PodSelector",
+        ingress_egress_independent,
+    ),
+    (
+        TCP_CONTEXT,
+        "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP",
+        sctp_is_not_tcp,
+    ),
+    (
+        TCP_CONTEXT,
+        "should properly isolate pods that are selected by a policy allowing SCTP, even if the plugin doesn't support SCTP",
+        sctp_policy_isolates,
+    ),
     (TCP_CONTEXT, "should not allow access by TCP when a policy specifies only UDP", udp_policy_blocks_tcp),
-    (TCP_CONTEXT, "should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using default ns label", default_ns_label_match_labels),
-    (TCP_CONTEXT, "should enforce policy based on NamespaceSelector with MatchExpressions using default ns label", default_ns_label_match_expressions),
+    (
+        TCP_CONTEXT,
+        "should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using default ns label",
+        default_ns_label_match_labels,
+    ),
+    (
+        TCP_CONTEXT,
+        "should enforce policy based on NamespaceSelector with MatchExpressions using default ns label",
+        default_ns_label_match_expressions,
+    ),
     (UDP_CONTEXT, "should support a 'default-deny-ingress' policy", default_deny_ingress_udp),
     (UDP_CONTEXT, "should enforce policy based on Ports", ports_udp),
-    (UDP_CONTEXT, "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector", only_from_pod_in_other_namespace_udp),
+    (
+        UDP_CONTEXT,
+        "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
+        only_from_pod_in_other_namespace_udp,
+    ),
     (SCTP_CONTEXT, "should support a 'default-deny-ingress' policy", default_deny_ingress_sctp),
     (SCTP_CONTEXT, "should enforce policy based on Ports", ports_sctp),
-    (SCTP_CONTEXT, "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector", only_from_pod_in_other_namespace_sctp),
+    (
+        SCTP_CONTEXT,
+        "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
+        only_from_pod_in_other_namespace_sctp,
+    ),
 ];
 
 /// Upstream's `NewPodString(ns, pod)`.
@@ -222,7 +306,10 @@ fn pod_selector_match_expressions(c: &mut CaseBuilder) {
 
 fn namespace_selector_match_expressions(c: &mut CaseBuilder) {
     let rule = ingress_rule(vec![namespaces(match_expression(NS_KEY, "In", &[Y]))], vec![]);
-    c.apply_network_policy(X, with_ingress(policy("allow-ns-y-match-selector", match_labels(&pod_label("a"))), vec![rule]));
+    c.apply_network_policy(
+        X,
+        with_ingress(policy("allow-ns-y-match-selector", match_labels(&pod_label("a"))), vec![rule]),
+    );
     let mut r = c.reachability(true);
     r.expect_peer(&Peer::namespace(X), &Peer::pod(X, "a"), false);
     r.expect_peer(&Peer::namespace(Z), &Peer::pod(X, "a"), false);
@@ -234,7 +321,10 @@ fn pod_selector_or_namespace_selector(c: &mut CaseBuilder) {
         vec![namespaces(match_expression(NS_KEY, "NotIn", &[X])), pods(match_labels(&pod_label("b")))],
         vec![],
     );
-    c.apply_network_policy(X, with_ingress(policy("allow-ns-y-match-selector", match_labels(&pod_label("a"))), vec![rule]));
+    c.apply_network_policy(
+        X,
+        with_ingress(policy("allow-ns-y-match-selector", match_labels(&pod_label("a"))), vec![rule]),
+    );
     let mut r = c.reachability(true);
     r.expect(&pod(X, "a"), &pod(X, "a"), false);
     r.expect(&pod(X, "c"), &pod(X, "a"), false);
@@ -281,7 +371,8 @@ fn any_pod_selectors(c: &mut CaseBuilder) {
 }
 
 fn only_from_pod_in_other_namespace(c: &mut CaseBuilder, probe: Probe) {
-    let rule = ingress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, Y)]), match_labels(&pod_label("a")))], vec![]);
+    let rule =
+        ingress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, Y)]), match_labels(&pod_label("a")))], vec![]);
     c.apply_network_policy(
         X,
         with_ingress(policy("allow-ns-y-pod-a-via-namespace-pod-selector", match_labels(&pod_label("a"))), vec![rule]),
@@ -307,8 +398,7 @@ fn only_from_pod_in_other_namespace_sctp(c: &mut CaseBuilder) {
 // --- ports -------------------------------------------------------------------------------------
 
 fn ports_tcp(c: &mut CaseBuilder) {
-    let rule =
-        ingress_rule(vec![namespaces(match_labels(&[(NS_KEY, Y)]))], vec![port_number(81, Some(Protocol::Tcp))]);
+    let rule = ingress_rule(vec![namespaces(match_labels(&[(NS_KEY, Y)]))], vec![port_number(81, Some(Protocol::Tcp))]);
     c.apply_network_policy(
         X,
         with_ingress(policy("allow-client-a-via-ns-selector", match_labels(&pod_label("a"))), vec![rule]),
@@ -322,7 +412,10 @@ fn ports_tcp(c: &mut CaseBuilder) {
 
 fn ports_other_protocol(c: &mut CaseBuilder, protocol: Protocol) {
     let rule = ingress_rule(vec![namespaces(match_labels(&[(NS_KEY, Y)]))], vec![port_number(81, Some(protocol))]);
-    c.apply_network_policy(X, with_ingress(policy("allow-ingress-on-port-81-ns-x", match_labels(&pod_label("a"))), vec![rule]));
+    c.apply_network_policy(
+        X,
+        with_ingress(policy("allow-ingress-on-port-81-ns-x", match_labels(&pod_label("a"))), vec![rule]),
+    );
     let mut r = c.reachability(true);
     r.expect_peer(&Peer::namespace(X), &Peer::pod(X, "a"), false);
     r.expect_peer(&Peer::namespace(Z), &Peer::pod(X, "a"), false);
@@ -363,22 +456,32 @@ fn stacked_policies(c: &mut CaseBuilder) {
 fn allow_all(c: &mut CaseBuilder) {
     c.apply_network_policy(X, with_ingress(policy("allow-all", match_labels(&[])), vec![ingress_rule(vec![], vec![])]));
     let r = c.reachability(true);
-    c.expect("Testing pods can connect to both ports when an 'allow-all' policy is present. (80)", Probe::tcp(80), r.clone());
+    c.expect(
+        "Testing pods can connect to both ports when an 'allow-all' policy is present. (80)",
+        Probe::tcp(80),
+        r.clone(),
+    );
     c.expect("Testing pods can connect to both ports when an 'allow-all' policy is present. (81)", Probe::tcp(81), r);
 }
 
 fn ingress_on_one_named_port(c: &mut CaseBuilder) {
     let rule = ingress_rule(vec![], vec![port_named("serve-81-tcp", None)]);
     c.apply_network_policy(X, with_ingress(policy("allow-all", match_labels(&[])), vec![rule]));
-    c.expect("Blocking all ports other then 81 in the entire namespace (81 open)", Probe::tcp(81), c.reachability(true));
+    c.expect(
+        "Blocking all ports other then 81 in the entire namespace (81 open)",
+        Probe::tcp(81),
+        c.reachability(true),
+    );
     let mut port80 = c.reachability(true);
     port80.expect_peer(&Peer::any(), &Peer::namespace(X), false);
     c.expect("Blocking all ports other then 81 in the entire namespace (80 closed)", Probe::tcp(80), port80);
 }
 
 fn ingress_from_namespace_on_named_port(c: &mut CaseBuilder) {
-    let rule =
-        ingress_rule(vec![namespaces(match_labels(&[(NS_KEY, Y)]))], vec![port_named("serve-80-tcp", Some(Protocol::Tcp))]);
+    let rule = ingress_rule(
+        vec![namespaces(match_labels(&[(NS_KEY, Y)]))],
+        vec![port_named("serve-80-tcp", Some(Protocol::Tcp))],
+    );
     c.apply_network_policy(
         X,
         with_ingress(policy("allow-client-a-via-ns-selector-80", match_labels(&pod_label("a"))), vec![rule]),
@@ -505,7 +608,8 @@ fn ingress_and_egress_together(c: &mut CaseBuilder) {
 }
 
 fn egress_denied_client_side(c: &mut CaseBuilder) {
-    let egress = egress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, Y)]), match_labels(&pod_label("a")))], vec![]);
+    let egress =
+        egress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, Y)]), match_labels(&pod_label("a")))], vec![]);
     c.apply_network_policy(X, with_egress(policy("allow-to-ns-y-pod-a", match_labels(&pod_label("a"))), vec![egress]));
     let ingress =
         || ingress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, X)]), match_labels(&pod_label("a")))], vec![]);
@@ -526,7 +630,8 @@ fn egress_denied_client_side(c: &mut CaseBuilder) {
 }
 
 fn egress_to_pod_in_other_namespace(c: &mut CaseBuilder) {
-    let rule = egress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, Y)]), match_labels(&pod_label("a")))], vec![]);
+    let rule =
+        egress_rule(vec![namespaces_and_pods(match_labels(&[(NS_KEY, Y)]), match_labels(&pod_label("a")))], vec![]);
     c.apply_network_policy(X, with_egress(policy("allow-to-ns-y-pod-a", match_labels(&pod_label("a"))), vec![rule]));
     let mut r = c.reachability(true);
     r.expect_all_egress(&pod(X, "a"), false);
@@ -536,7 +641,10 @@ fn egress_to_pod_in_other_namespace(c: &mut CaseBuilder) {
 
 fn ingress_any_port_one_protocol(c: &mut CaseBuilder) {
     let rule = ingress_rule(vec![], vec![port_protocol(Protocol::Tcp)]);
-    c.apply_network_policy(X, with_ingress(policy("allow-ingress-by-proto", match_labels(&pod_label("a"))), vec![rule]));
+    c.apply_network_policy(
+        X,
+        with_ingress(policy("allow-ingress-by-proto", match_labels(&pod_label("a"))), vec![rule]),
+    );
     c.expect("TCP reaches x/a", Probe::tcp(80), c.reachability(true));
     let mut udp = c.reachability(true);
     udp.expect_peer(&Peer::any(), &Peer::pod(X, "a"), false);
@@ -549,7 +657,10 @@ fn ingress_allow_all_precedence(c: &mut CaseBuilder) {
     let mut r = c.reachability(true);
     r.expect_peer(&Peer::any(), &Peer::namespace(X), false);
     c.expect("The policy targets port 80 -- so let's make sure traffic on port 81 is blocked", Probe::tcp(81), r);
-    c.apply_network_policy(X, with_ingress(policy("allow-ingress", match_labels(&[])), vec![ingress_rule(vec![], vec![])]));
+    c.apply_network_policy(
+        X,
+        with_ingress(policy("allow-ingress", match_labels(&[])), vec![ingress_rule(vec![], vec![])]),
+    );
     c.expect("Allowing all ports", Probe::tcp(81), c.reachability(true));
 }
 
@@ -559,7 +670,10 @@ fn egress_allow_all_precedence(c: &mut CaseBuilder) {
     let mut r = c.reachability(true);
     r.expect_peer(&Peer::namespace(X), &Peer::any(), false);
     c.expect("Making sure ingress doesn't work other than port 80", Probe::tcp(81), r);
-    c.apply_network_policy(X, with_egress(policy("allow-egress", match_labels(&[])), vec![egress_rule(vec![], vec![])]));
+    c.apply_network_policy(
+        X,
+        with_egress(policy("allow-egress", match_labels(&[])), vec![egress_rule(vec![], vec![])]),
+    );
     c.expect("Allowing all ports", Probe::tcp(81), c.reachability(true));
 }
 
@@ -571,7 +685,11 @@ fn stop_enforcing_after_delete(c: &mut CaseBuilder) {
     c.expect("all traffic into and out of x is blocked", Probe::tcp(80), r);
     // Upstream's `cleanNetworkPolicies` deletes every policy of the test's namespaces: only this one.
     c.delete(ObjectRef::NetworkPolicy { namespace: X.to_owned(), name: "deny-all".to_owned() });
-    c.expect("Now the policy is deleted, we expect all connectivity to work again.", Probe::tcp(80), c.reachability(true));
+    c.expect(
+        "Now the policy is deleted, we expect all connectivity to work again.",
+        Probe::tcp(80),
+        c.reachability(true),
+    );
 }
 
 // --- ipBlock -----------------------------------------------------------------------------------
@@ -621,8 +739,15 @@ fn egress_cidr_and_except_overlap(c: &mut CaseBuilder) {
 
 fn ingress_egress_independent(c: &mut CaseBuilder) {
     let target = match_labels(&pod_label("a"));
-    c.apply_network_policy(X, with_egress(policy("allow-egress-for-target", target.clone()), vec![egress_rule(vec![], vec![])]));
-    c.expect("Creating a network policy for pod-a which allows Egress traffic to pod-b.", Probe::tcp(80), c.reachability(true));
+    c.apply_network_policy(
+        X,
+        with_egress(policy("allow-egress-for-target", target.clone()), vec![egress_rule(vec![], vec![])]),
+    );
+    c.expect(
+        "Creating a network policy for pod-a which allows Egress traffic to pod-b.",
+        Probe::tcp(80),
+        c.reachability(true),
+    );
     c.apply_network_policy(X, with_ingress(policy("deny-ingress-via-label-selector", target), vec![]));
     let mut r = c.reachability(true);
     r.expect_all_ingress(&pod(X, "a"), false);
@@ -640,7 +765,11 @@ fn sctp_is_not_tcp(c: &mut CaseBuilder) {
     );
     let mut r = c.reachability(true);
     r.expect_peer(&Peer::any(), &Peer::namespace(X), false);
-    c.expect("Trying to connect to TCP port 81, which should be blocked by the deny-ingress policy.", Probe::tcp(81), r);
+    c.expect(
+        "Trying to connect to TCP port 81, which should be blocked by the deny-ingress policy.",
+        Probe::tcp(81),
+        r,
+    );
 }
 
 fn sctp_policy_isolates(c: &mut CaseBuilder) {

@@ -35,7 +35,8 @@ fn run_suite(suite: &Suite) {
     for case in &suite.cases {
         let failures = run_case(&suite.model, case);
         for failure in &failures {
-            let defect = KNOWN_ENGINE_DEFECTS.iter().find(|(name, title, _)| *name == case.name && *title == failure.title);
+            let defect =
+                KNOWN_ENGINE_DEFECTS.iter().find(|(name, title, _)| *name == case.name && *title == failure.title);
             if let Some((_, title, why)) = defect {
                 seen_defects.push((case.name.clone(), title.to_string()));
                 let _ = writeln!(report, "KNOWN ENGINE DEFECT ({why}):");
@@ -49,7 +50,10 @@ fn run_suite(suite: &Suite) {
     for (name, title, why) in KNOWN_ENGINE_DEFECTS {
         let listed_for_this_suite = suite.cases.iter().any(|case| case.name == *name);
         if listed_for_this_suite && !seen_defects.iter().any(|(n, t)| n == name && t == title) {
-            let _ = writeln!(report, "known defect no longer fails, remove it from KNOWN_ENGINE_DEFECTS: {name} / {title} ({why})");
+            let _ = writeln!(
+                report,
+                "known defect no longer fails, remove it from KNOWN_ENGINE_DEFECTS: {name} / {title} ({why})"
+            );
             failed_cases += 1;
         }
     }
@@ -95,9 +99,10 @@ impl PureCluster {
             );
         }
         for namespace in &model.namespaces {
-            cluster
-                .namespaces
-                .insert(namespace.name.clone(), m::Namespace { name: namespace.name.clone(), labels: namespace.labels.clone() });
+            cluster.namespaces.insert(
+                namespace.name.clone(),
+                m::Namespace { name: namespace.name.clone(), labels: namespace.labels.clone() },
+            );
         }
         let mut pod_ips = BTreeMap::new();
         for (index, pod) in model.pods.iter().enumerate() {
@@ -120,7 +125,11 @@ impl PureCluster {
                         .ports
                         .iter()
                         .filter_map(|port| {
-                            Some(m::NamedPort { name: port.name.clone()?, protocol: engine_protocol(port.protocol), port: port.port })
+                            Some(m::NamedPort {
+                                name: port.name.clone()?,
+                                protocol: engine_protocol(port.protocol),
+                                port: port.port,
+                            })
                         })
                         .collect(),
                     host_network: pod.host_network,
@@ -268,9 +277,9 @@ fn run_case(model: &Model, case: &Case) -> Vec<Failure> {
 /// The runner itself: a wrong expectation must be reported, by both judges, with the cell named.
 #[test]
 fn runner_reports_a_wrong_expectation() {
+    use palisade_conformance::Probe;
     use palisade_conformance::builder::CaseBuilder;
     use palisade_conformance::k8s::{everything, policy, with_ingress};
-    use palisade_conformance::Probe;
 
     let model = palisade_conformance::netpol::model();
     let mut case = CaseBuilder::new("deny-all, expected open", "self-test", model.pod_ids(), true);

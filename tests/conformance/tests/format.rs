@@ -36,7 +36,11 @@ fn every_case_is_well_formed() {
                         let cells = expectation.reachability.cells();
                         assert!(!cells.is_empty(), "{}: {:?} asserts nothing", case.name, expectation.title);
                         for (from, to, _) in cells {
-                            assert!(pods.contains(&from) && pods.contains(&to), "{}: {from} -> {to} not in model", case.name);
+                            assert!(
+                                pods.contains(&from) && pods.contains(&to),
+                                "{}: {from} -> {to} not in model",
+                                case.name
+                            );
                         }
                     }
                     Step::Apply(object) => {

@@ -108,7 +108,12 @@ fn connection_rate(client_netns: &str, target: SocketAddr) -> Result<f64, Box<dy
 }
 
 async fn bench() -> Result<(), Box<dyn std::error::Error>> {
-    let spec = ClusterSpec::new().node("n1").node("n2").pod("a", "client", "n1", &[Port::tcp(80)]).pod("b", "server", "n2", &[Port::tcp(80)]);
+    let spec = ClusterSpec::new().node("n1").node("n2").pod("a", "client", "n1", &[Port::tcp(80)]).pod(
+        "b",
+        "server",
+        "n2",
+        &[Port::tcp(80)],
+    );
     let mut testbed = Testbed::build(spec)?;
     let client = testbed.net.pod("a/client")?.clone();
     let target = SocketAddr::new(testbed.net.pod("b/server")?.ip(Family::V4), 80);
@@ -139,8 +144,12 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
         for (index, plan) in plans.iter().enumerate() {
             testbed.enforce_plans(plan).await?;
             with[index].push(connection_rate(&client.netns, target)?);
-            rules_on_server_node[index] =
-                testbed.net.node_exec("n2", &["iptables-save", "-t", "filter"])?.lines().filter(|line| line.contains("\"pal:")).count();
+            rules_on_server_node[index] = testbed
+                .net
+                .node_exec("n2", &["iptables-save", "-t", "filter"])?
+                .lines()
+                .filter(|line| line.contains("\"pal:"))
+                .count();
         }
     }
     testbed.cleanup().await?;
@@ -151,7 +160,10 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
         sorted[sorted.len() / 2]
     };
     let show = |runs: &[f64]| runs.iter().map(|rate| format!("{rate:.0}")).collect::<Vec<_>>().join(", ");
-    println!("new TCP connections/s, a/client (n1) -> b/server (n2), {ROUNDS} alternating runs of {} s each, one client thread; medians", RUN.as_secs());
+    println!(
+        "new TCP connections/s, a/client (n1) -> b/server (n2), {ROUNDS} alternating runs of {} s each, one client thread; medians",
+        RUN.as_secs()
+    );
     let baseline = median(&without);
     println!("  {:<40} {baseline:>8.0}/s  (runs: {})", "no policies", show(&without));
     for (index, (name, _)) in scenarios.iter().enumerate() {

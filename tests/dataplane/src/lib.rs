@@ -88,7 +88,8 @@ impl Testbed {
     pub async fn enforce_plans(&mut self, plans: &BTreeMap<String, NodePlan>) -> Result<(), TestbedError> {
         let mut syncs = Vec::new();
         for (node, applier) in &mut self.appliers {
-            let plan = plans.get(node).cloned().unwrap_or_else(|| NodePlan { node: node.clone(), ..NodePlan::default() });
+            let plan =
+                plans.get(node).cloned().unwrap_or_else(|| NodePlan { node: node.clone(), ..NodePlan::default() });
             let rendered = render(&plan, &self.render_configs[node]);
             let node = node.clone();
             syncs.push(async move {
@@ -123,7 +124,11 @@ impl Testbed {
     }
 
     /// Syncs one node's last plan again after `fault` is injected into its next restore.
-    pub async fn enforce_with_fault(&mut self, plans: &BTreeMap<String, NodePlan>, fault: &str) -> Result<(), TestbedError> {
+    pub async fn enforce_with_fault(
+        &mut self,
+        plans: &BTreeMap<String, NodePlan>,
+        fault: &str,
+    ) -> Result<(), TestbedError> {
         for applier in self.appliers.values_mut() {
             applier.inject_iptables_fault(fault);
         }
@@ -143,13 +148,22 @@ impl Testbed {
         let reference = Reference::new(&self.cluster, policies);
         let matrix = self.net.probe_matrix(port, family).await?;
         Ok(matrix.compare(|from, to| {
-            let flow = Flow { src: from.ip(family), dst: to.ip(family), protocol: engine_protocol(port.protocol), port: port.number };
+            let flow = Flow {
+                src: from.ip(family),
+                dst: to.ip(family),
+                protocol: engine_protocol(port.protocol),
+                port: port.number,
+            };
             reference.verdict(&flow).allowed
         }))
     }
 
     /// [`Testbed::check`] for each `(port, family)`; the diffs that do not match, printed.
-    pub async fn mismatches(&self, policies: &[Policy], probes: &[(Port, Family)]) -> Result<Vec<String>, TestbedError> {
+    pub async fn mismatches(
+        &self,
+        policies: &[Policy],
+        probes: &[(Port, Family)],
+    ) -> Result<Vec<String>, TestbedError> {
         let mut failures = Vec::new();
         for (port, family) in probes {
             let diff = self.check(policies, *port, *family).await?;
@@ -161,7 +175,14 @@ impl Testbed {
     }
 
     /// The reference verdict of one flow between two pods (ids like `x/a`).
-    pub fn reference_allows(&self, policies: &[Policy], from: &str, to: &str, port: Port, family: Family) -> Result<bool, TestbedError> {
+    pub fn reference_allows(
+        &self,
+        policies: &[Policy],
+        from: &str,
+        to: &str,
+        port: Port,
+        family: Family,
+    ) -> Result<bool, TestbedError> {
         let (src, dst) = (self.net.pod(from)?.ip(family), self.net.pod(to)?.ip(family));
         let flow = Flow { src, dst, protocol: engine_protocol(port.protocol), port: port.number };
         Ok(Reference::new(&self.cluster, policies).verdict(&flow).allowed)
@@ -174,7 +195,13 @@ impl Testbed {
 }
 
 /// Whether a fresh connection (TCP) or exchange (UDP) from pod `from` to `to:port` succeeds.
-pub async fn connects(net: &NetCluster, from: &str, to: IpAddr, port: Port, timeout: Duration) -> Result<bool, TestbedError> {
+pub async fn connects(
+    net: &NetCluster,
+    from: &str,
+    to: IpAddr,
+    port: Port,
+    timeout: Duration,
+) -> Result<bool, TestbedError> {
     Ok(net.probe(from, to, port.protocol, port.number, timeout).await?.is_connected())
 }
 
@@ -222,7 +249,11 @@ pub fn engine_cluster(net: &NetCluster, namespace_labels: &BTreeMap<String, BTre
     for node in net.nodes() {
         cluster.nodes.insert(
             node.name.clone(),
-            model::Node { name: node.name.clone(), labels: node.labels.clone(), ips: vec![node.ip(Family::V4), node.ip(Family::V6)] },
+            model::Node {
+                name: node.name.clone(),
+                labels: node.labels.clone(),
+                ips: vec![node.ip(Family::V4), node.ip(Family::V6)],
+            },
         );
     }
     for pod in net.pods() {

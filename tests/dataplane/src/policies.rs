@@ -78,7 +78,14 @@ pub fn named_port(protocol: Protocol, name: &str) -> NetworkPolicyPort {
 }
 
 /// A ClusterNetworkPolicy whose subject is the namespaces matching `subject`.
-pub fn cluster_policy(name: &str, tier: Tier, priority: i32, subject: LabelSelector, ingress: Vec<CnpRule>, egress: Vec<CnpRule>) -> Policy {
+pub fn cluster_policy(
+    name: &str,
+    tier: Tier,
+    priority: i32,
+    subject: LabelSelector,
+    ingress: Vec<CnpRule>,
+    egress: Vec<CnpRule>,
+) -> Policy {
     Policy::Cluster(ClusterNetworkPolicy {
         name: name.into(),
         revision: revision(name),

@@ -25,7 +25,14 @@ async fn enforce_and_compare(policies: &[Policy], probes: &[(Port, Family)]) {
 async fn ingress_deny_all_then_allow_from_a_namespace() {
     let policies = [
         network_policy("x", "deny-all", everything(), &[PolicyType::Ingress], vec![], vec![]),
-        network_policy("x", "allow-from-y", everything(), &[PolicyType::Ingress], vec![np_rule(vec![from_namespaces(labels(&[("ns", "y")]))], vec![])], vec![]),
+        network_policy(
+            "x",
+            "allow-from-y",
+            everything(),
+            &[PolicyType::Ingress],
+            vec![np_rule(vec![from_namespaces(labels(&[("ns", "y")]))], vec![])],
+            vec![],
+        ),
     ];
     enforce_and_compare(&policies, &[(TCP_80, Family::V4), (TCP_80, Family::V6), (UDP_80, Family::V4)]).await;
 }
@@ -40,7 +47,11 @@ async fn egress_restricted_to_one_pod_and_port() {
         vec![],
         vec![np_rule(vec![from_pods(everything(), labels(&[("pod", "b")]))], vec![port(Protocol::Tcp, 80)])],
     )];
-    enforce_and_compare(&policies, &[(TCP_80, Family::V4), (TCP_81, Family::V4), (UDP_80, Family::V4), (TCP_80, Family::V6)]).await;
+    enforce_and_compare(
+        &policies,
+        &[(TCP_80, Family::V4), (TCP_81, Family::V4), (UDP_80, Family::V4), (TCP_80, Family::V6)],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +90,10 @@ async fn several_policies_on_one_pod_allow_their_union() {
             "from-x-a",
             selects_y_a(),
             &[PolicyType::Ingress],
-            vec![np_rule(vec![from_pods(labels(&[("ns", "x")]), labels(&[("pod", "a")]))], vec![port(Protocol::Tcp, 80)])],
+            vec![np_rule(
+                vec![from_pods(labels(&[("ns", "x")]), labels(&[("pod", "a")]))],
+                vec![port(Protocol::Tcp, 80)],
+            )],
             vec![],
         ),
         network_policy(
@@ -87,7 +101,10 @@ async fn several_policies_on_one_pod_allow_their_union() {
             "from-z-on-both-ports",
             selects_y_a(),
             &[PolicyType::Ingress],
-            vec![np_rule(vec![from_namespaces(labels(&[("ns", "z")]))], vec![port(Protocol::Tcp, 80), port(Protocol::Tcp, 81)])],
+            vec![np_rule(
+                vec![from_namespaces(labels(&[("ns", "z")]))],
+                vec![port(Protocol::Tcp, 80), port(Protocol::Tcp, 81)],
+            )],
             vec![],
         ),
     ];
@@ -140,7 +157,11 @@ async fn udp_only_on_the_allowed_port() {
         vec![np_rule(vec![from_namespaces(labels(&[("ns", "x")]))], vec![port(Protocol::Udp, 81)])],
         vec![],
     )];
-    enforce_and_compare(&policies, &[(UDP_80, Family::V4), (UDP_81, Family::V4), (UDP_81, Family::V6), (TCP_81, Family::V4)]).await;
+    enforce_and_compare(
+        &policies,
+        &[(UDP_80, Family::V4), (UDP_81, Family::V4), (UDP_81, Family::V6), (TCP_81, Family::V4)],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +204,14 @@ async fn baseline_default_deny_overridden_by_a_network_policy() {
             vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(everything())], None)],
             vec![],
         ),
-        network_policy("z", "allow-from-x", everything(), &[PolicyType::Ingress], vec![np_rule(vec![from_namespaces(labels(&[("ns", "x")]))], vec![])], vec![]),
+        network_policy(
+            "z",
+            "allow-from-x",
+            everything(),
+            &[PolicyType::Ingress],
+            vec![np_rule(vec![from_namespaces(labels(&[("ns", "x")]))], vec![])],
+            vec![],
+        ),
     ];
     enforce_and_compare(&policies, &[(TCP_80, Family::V4), (TCP_80, Family::V6)]).await;
 }
@@ -200,7 +228,11 @@ async fn admin_runs_keep_their_order_across_policies() {
             Tier::Admin,
             10,
             labels(&[("ns", "y")]),
-            vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "x")]))], Some(vec![cnp_port(Protocol::Tcp, 80)]))],
+            vec![cnp_rule(
+                CnpAction::Deny,
+                vec![CnpPeer::Namespaces(labels(&[("ns", "x")]))],
+                Some(vec![cnp_port(Protocol::Tcp, 80)]),
+            )],
             vec![],
         ),
         cluster_policy(
@@ -217,8 +249,16 @@ async fn admin_runs_keep_their_order_across_policies() {
             30,
             labels(&[("ns", "y")]),
             vec![
-                cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "z")]))], Some(vec![cnp_port(Protocol::Tcp, 80)])),
-                cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "x")]))], Some(vec![cnp_port(Protocol::Tcp, 81)])),
+                cnp_rule(
+                    CnpAction::Deny,
+                    vec![CnpPeer::Namespaces(labels(&[("ns", "z")]))],
+                    Some(vec![cnp_port(Protocol::Tcp, 80)]),
+                ),
+                cnp_rule(
+                    CnpAction::Deny,
+                    vec![CnpPeer::Namespaces(labels(&[("ns", "x")]))],
+                    Some(vec![cnp_port(Protocol::Tcp, 81)]),
+                ),
             ],
             vec![],
         ),
@@ -234,7 +274,11 @@ async fn pass_skips_the_rest_of_the_admin_tier() {
             Tier::Admin,
             1,
             labels(&[("ns", "x")]),
-            vec![cnp_rule(CnpAction::Pass, vec![CnpPeer::Namespaces(labels(&[("ns", "y")]))], Some(vec![cnp_port(Protocol::Tcp, 80)]))],
+            vec![cnp_rule(
+                CnpAction::Pass,
+                vec![CnpPeer::Namespaces(labels(&[("ns", "y")]))],
+                Some(vec![cnp_port(Protocol::Tcp, 80)]),
+            )],
             vec![],
         ),
         cluster_policy(

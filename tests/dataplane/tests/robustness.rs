@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade_dataplane_tests::{Testbed, connects};
 use palisade_dataplane_tests::palisade_testkit::{Family, Port};
 use palisade_dataplane_tests::policies::*;
+use palisade_dataplane_tests::{Testbed, connects};
 use palisade_engine::model::{CnpAction, CnpPeer, Policy, PolicyType, Protocol, Tier};
 
 const TCP_80: Port = Port { protocol: palisade_dataplane_tests::palisade_testkit::Protocol::Tcp, number: 80 };
@@ -37,7 +37,10 @@ fn x_only_from_y_rewritten() -> Vec<Policy> {
             "allow-y-80-81",
             everything(),
             &[PolicyType::Ingress],
-            vec![np_rule(vec![from_pods(labels(&[("ns", "y")]), everything())], vec![port_range(Protocol::Tcp, 80, 81)])],
+            vec![np_rule(
+                vec![from_pods(labels(&[("ns", "y")]), everything())],
+                vec![port_range(Protocol::Tcp, 80, 81)],
+            )],
             vec![],
         ),
         cluster_policy(
@@ -48,7 +51,14 @@ fn x_only_from_y_rewritten() -> Vec<Policy> {
             vec![cnp_rule(CnpAction::Deny, vec![CnpPeer::Namespaces(labels(&[("ns", "z")]))], None)],
             vec![],
         ),
-        network_policy("y", "y-from-x", everything(), &[PolicyType::Ingress], vec![np_rule(vec![from_namespaces(labels(&[("ns", "x")]))], vec![])], vec![]),
+        network_policy(
+            "y",
+            "y-from-x",
+            everything(),
+            &[PolicyType::Ingress],
+            vec![np_rule(vec![from_namespaces(labels(&[("ns", "x")]))], vec![])],
+            vec![],
+        ),
     ]
 }
 
@@ -73,7 +83,9 @@ async fn a_thousand_plan_updates_never_open_a_denied_flow() {
     let [denied_probes, denied_connected, allowed_probes, allowed_failed] = [0, 1, 2, 3];
     let target_ip = pod_ip(&testbed, target);
     let mut probers = Vec::new();
-    for (from, probes, bad) in [(denied_from, denied_probes, denied_connected), (allowed_from, allowed_probes, allowed_failed)] {
+    for (from, probes, bad) in
+        [(denied_from, denied_probes, denied_connected), (allowed_from, allowed_probes, allowed_failed)]
+    {
         let (stop, counters, net) = (stop.clone(), counters.clone(), testbed.net.clone());
         let expect_connected = from == allowed_from;
         probers.push(tokio::spawn(async move {

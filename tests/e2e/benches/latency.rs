@@ -22,7 +22,9 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use palisade_conformance::k8s::{policy, with_ingress};
 use palisade_conformance::model::{labels, namespace_labels};
-use palisade_conformance::{ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol};
+use palisade_conformance::{
+    ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol,
+};
 use palisade_e2e::Stack;
 use serde_json::json;
 
@@ -149,11 +151,15 @@ impl Load {
 async fn time_until(stack: &Stack, from: &PodId, to: &PodId, connected: bool, since: Instant) -> Duration {
     loop {
         let started = Instant::now();
-        let outcome = stack.cluster().probe(from, to, Protocol::Tcp, 80, PROBE_TIMEOUT).await.expect("probe").expect("tcp");
+        let outcome =
+            stack.cluster().probe(from, to, Protocol::Tcp, 80, PROBE_TIMEOUT).await.expect("probe").expect("tcp");
         if outcome.is_connected() == connected {
             return started.saturating_duration_since(since);
         }
-        assert!(since.elapsed() < FLIP_DEADLINE, "{from} -> {to} did not become connected={connected} within {FLIP_DEADLINE:?}");
+        assert!(
+            since.elapsed() < FLIP_DEADLINE,
+            "{from} -> {to} did not become connected={connected} within {FLIP_DEADLINE:?}"
+        );
     }
 }
 
@@ -252,7 +258,12 @@ async fn bench() {
     settle(&pids).await;
     let node_plan = stack.persisted_plan("n1").await.ok().flatten();
     if let Some(plan) = node_plan {
-        println!("n1's plan: {} local pods, {} rule sets, {} groups", plan.pods.len(), plan.rule_sets.len(), plan.groups.len());
+        println!(
+            "n1's plan: {} local pods, {} rule sets, {} groups",
+            plan.pods.len(),
+            plan.rule_sets.len(),
+            plan.groups.len()
+        );
     }
     print_footprints(&stack, "at 1,000 pods / 500 policies");
 

@@ -78,7 +78,11 @@ impl ModelCluster {
                     });
                 }
                 if Instant::now() > deadline {
-                    return Err(Error::Timeout { what: server.name().to_owned(), seconds: 15, detail: server.log_tail(10) });
+                    return Err(Error::Timeout {
+                        what: server.name().to_owned(),
+                        seconds: 15,
+                        detail: server.log_tail(10),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -177,10 +181,21 @@ impl ModelCluster {
     }
 
     /// One probe from `from` to `to` (IPv4), `None` for protocols the test kernel cannot carry.
-    pub async fn probe(&self, from: &PodId, to: &PodId, protocol: Protocol, port: u16, timeout: Duration) -> Result<Option<ProbeOutcome>> {
+    pub async fn probe(
+        &self,
+        from: &PodId,
+        to: &PodId,
+        protocol: Protocol,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Option<ProbeOutcome>> {
         let Some(protocol) = testkit_protocol(protocol) else { return Ok(None) };
         let netns = self.netns_of(from)?;
-        let target = self.pod_ips(to)?.into_iter().find(IpAddr::is_ipv4).ok_or_else(|| Error::Setup(format!("{to} has no IPv4")))?;
+        let target = self
+            .pod_ips(to)?
+            .into_iter()
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| Error::Setup(format!("{to} has no IPv4")))?;
         let outcome = palisade_testkit::netns::in_netns_async(&netns, move || {
             probe_blocking(SocketAddr::new(target, port), protocol, timeout)
         })

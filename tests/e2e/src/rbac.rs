@@ -58,7 +58,8 @@ pub async fn install(client: &Client, namespace: &str, suffix: &str) -> Result<(
         "subjects": subject,
     }))?;
     Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await?;
-    let role: Role = from_json(json!({ "metadata": { "name": "palisade-operator-lease" }, "rules": operator_namespace_rules() }))?;
+    let role: Role =
+        from_json(json!({ "metadata": { "name": "palisade-operator-lease" }, "rules": operator_namespace_rules() }))?;
     Api::<Role>::namespaced(client.clone(), namespace).create(&PostParams::default(), &role).await?;
     let role_binding: RoleBinding = from_json(json!({
         "metadata": { "name": "palisade-operator-lease" },

@@ -27,9 +27,9 @@ use crate::cluster::{ModelCluster, from_json};
 use crate::error::{Error, Result};
 use crate::pki::OperatorTls;
 use crate::process::{Process, log_tail, palisade_binary};
-use palisade_testkit::write_private;
 use crate::proxy::ServiceProxy;
 use crate::rbac;
+use palisade_testkit::write_private;
 
 /// The Lease the operator replicas elect a status writer with.
 pub const LEASE_NAME: &str = "palisade-operator";
@@ -142,7 +142,9 @@ enum PolicyKey {
 impl From<&ObjectRef> for PolicyKey {
     fn from(reference: &ObjectRef) -> PolicyKey {
         match reference {
-            ObjectRef::NetworkPolicy { namespace, name } => PolicyKey::Network { namespace: namespace.clone(), name: name.clone() },
+            ObjectRef::NetworkPolicy { namespace, name } => {
+                PolicyKey::Network { namespace: namespace.clone(), name: name.clone() }
+            }
             ObjectRef::ClusterNetworkPolicy { name } => PolicyKey::Cluster { name: name.clone() },
         }
     }
@@ -286,7 +288,13 @@ impl Stack {
             .env("PALISADE_LOG", &self.options.log_filter)
             .env_remove("KUBECONFIG");
         let process = Process::spawn(identity, command, &log)?;
-        Ok(OperatorReplica { identity: identity.to_owned(), stream_address, probe_address, process: Some(process), log })
+        Ok(OperatorReplica {
+            identity: identity.to_owned(),
+            stream_address,
+            probe_address,
+            process: Some(process),
+            log,
+        })
     }
 
     /// Points the Service proxy at the running replicas.
@@ -372,8 +380,10 @@ impl Stack {
         let pods: Api<K8sPod> = Api::namespaced(self.client.clone(), &self.system_namespace);
         let created = pods.create(&PostParams::default(), &pod).await?;
         let uid = created.metadata.uid.clone().ok_or_else(|| Error::Setup("agent pod without uid".into()))?;
-        palisade_testkit::mark_pod_running(&self.client, &self.system_namespace, &pod_name, &node_ips, &node_ips).await?;
-        let token = rbac::token(&self.client, &self.system_namespace, rbac::AGENT_ACCOUNT, Some((&pod_name, &uid))).await?;
+        palisade_testkit::mark_pod_running(&self.client, &self.system_namespace, &pod_name, &node_ips, &node_ips)
+            .await?;
+        let token =
+            rbac::token(&self.client, &self.system_namespace, rbac::AGENT_ACCOUNT, Some((&pod_name, &uid))).await?;
 
         let dir = self.files.path().join(format!("agent-{node}"));
         let state_dir = dir.join("state");
@@ -475,7 +485,9 @@ impl Stack {
                 namespace: policy.metadata.namespace.clone().unwrap_or_default(),
                 name: policy.metadata.name.clone().unwrap_or_default(),
             },
-            Object::ClusterNetworkPolicy(policy) => PolicyKey::Cluster { name: policy.metadata.name.clone().unwrap_or_default() },
+            Object::ClusterNetworkPolicy(policy) => {
+                PolicyKey::Cluster { name: policy.metadata.name.clone().unwrap_or_default() }
+            }
         };
         // The operator's status writes bump the resourceVersion between our read and our
         // replace; a conflict only means "read again", as kubectl does.
@@ -520,9 +532,10 @@ impl Stack {
                 .delete(name, &DeleteParams::default())
                 .await
                 .map(|_| ()),
-            PolicyKey::Cluster { name } => {
-                Api::<ClusterNetworkPolicy>::all(self.client.clone()).delete(name, &DeleteParams::default()).await.map(|_| ())
-            }
+            PolicyKey::Cluster { name } => Api::<ClusterNetworkPolicy>::all(self.client.clone())
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
         };
         match deleted {
             Ok(()) => Ok(()),
@@ -566,7 +579,8 @@ impl Stack {
             let mut patch: BTreeMap<String, Option<String>> = current.keys().map(|k| (k.clone(), None)).collect();
             patch.extend(wanted.into_iter().map(|(k, v)| (k, Some(v))));
             patch.remove(palisade_conformance::model::NAMESPACE_NAME_LABEL);
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": patch } }))).await?;
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": patch } })))
+                .await?;
         }
         for pod in std::mem::take(&mut self.relabeled_pods) {
             let namespace = self.cluster.k8s_namespace(&pod.namespace);
@@ -575,7 +589,8 @@ impl Stack {
             let wanted = self.cluster.model.pod(&pod).map(|p| p.labels.clone()).unwrap_or_default();
             let mut patch: BTreeMap<String, Option<String>> = current.keys().map(|k| (k.clone(), None)).collect();
             patch.extend(wanted.into_iter().map(|(k, v)| (k, Some(v))));
-            api.patch(&pod.name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": patch } }))).await?;
+            api.patch(&pod.name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": patch } })))
+                .await?;
         }
         self.wait_plans(Duration::from_secs(30), "every agent to enforce a plan without policies", |plan| {
             plan.rule_sets.is_empty()
@@ -690,7 +705,8 @@ impl Stack {
                     if plan_has_port_protocol(plan, m::Protocol::Sctp) {
                         match self.node_rules(&agent.node) {
                             Ok(rules) if rules.contains("-p sctp") => {}
-                            Ok(_) => missing_sctp.push(format!("{}: plan has SCTP ports, kernel has no `-p sctp` rule", agent.node)),
+                            Ok(_) => missing_sctp
+                                .push(format!("{}: plan has SCTP ports, kernel has no `-p sctp` rule", agent.node)),
                             Err(error) => missing_sctp.push(format!("{}: iptables-save failed: {error}", agent.node)),
                         }
                     }
@@ -718,12 +734,16 @@ impl Stack {
         let mut failures = Vec::new();
         for (index, step) in case.steps.iter().enumerate() {
             let outcome = match step {
-                Step::Apply(object) => self.apply(object).await.map_err(|e| format!("apply failed: {e}\n{}", object.to_yaml())),
+                Step::Apply(object) => {
+                    self.apply(object).await.map_err(|e| format!("apply failed: {e}\n{}", object.to_yaml()))
+                }
                 Step::Delete(reference) => self.delete(reference).await.map_err(|e| format!("delete failed: {e}")),
                 Step::LabelNamespace { namespace, labels } => {
                     self.label_namespace(namespace, labels).await.map_err(|e| format!("label namespace failed: {e}"))
                 }
-                Step::LabelPod { pod, labels } => self.label_pod(pod, labels).await.map_err(|e| format!("label pod failed: {e}")),
+                Step::LabelPod { pod, labels } => {
+                    self.label_pod(pod, labels).await.map_err(|e| format!("label pod failed: {e}"))
+                }
                 Step::Expect(expectation) => self.expect(expectation).await,
             };
             if let Err(text) = outcome {
@@ -858,7 +878,8 @@ fn crds_manifests() -> Result<Vec<String>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/manifests");
     let mut texts = Vec::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(dir.display(), e))?;
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    let mut paths: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
     paths.sort();
     for path in paths {
         texts.push(std::fs::read_to_string(&path).map_err(|e| Error::io(path.display(), e))?);
@@ -872,7 +893,6 @@ fn free_local_address() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind 127.0.0.1:0", e))?;
     listener.local_addr().map_err(|e| Error::io("local_addr", e))
 }
-
 
 /// The status code of a plain-HTTP GET, `None` when nothing answers (1 s budget).
 pub(crate) async fn http_get_status(address: SocketAddr, path: &str) -> Option<u16> {

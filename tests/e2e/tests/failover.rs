@@ -16,7 +16,8 @@ async fn leader_crash_and_operator_loss() {
 
     stack.apply(&isolate_pod_a("x", "e2e-failover", &["y"])).await.expect("apply");
     wait_network_policy_realized(&stack, "x", "e2e-failover").await;
-    let only_y = cells(&stack, "only y reaches x/a", &[("y/b", "x/a", true), ("z/b", "x/a", false), ("z/c", "x/a", false)]);
+    let only_y =
+        cells(&stack, "only y reaches x/a", &[("y/b", "x/a", true), ("z/b", "x/a", false), ("z/c", "x/a", false)]);
     stack.expect(&only_y).await.unwrap_or_else(|e| panic!("{e}"));
 
     // Crash the leader: the other replica must take the Lease and write status from then on.
@@ -27,10 +28,12 @@ async fn leader_crash_and_operator_loss() {
     assert_ne!(stack.operators()[new_leader].identity, old_identity, "the Lease must move to the surviving replica");
 
     stack.apply(&isolate_pod_a("x", "e2e-failover", &["y", "z"])).await.expect("update");
-    let generation = stack.network_policy("x", "e2e-failover").await.expect("get").and_then(|np| np.metadata.generation);
+    let generation =
+        stack.network_policy("x", "e2e-failover").await.expect("get").and_then(|np| np.metadata.generation);
     assert_eq!(generation, Some(2));
     wait_network_policy_realized(&stack, "x", "e2e-failover").await;
-    let y_and_z = cells(&stack, "y and z reach x/a", &[("y/b", "x/a", true), ("z/b", "x/a", true), ("x/b", "x/a", false)]);
+    let y_and_z =
+        cells(&stack, "y and z reach x/a", &[("y/b", "x/a", true), ("z/b", "x/a", true), ("x/b", "x/a", false)]);
     stack.expect(&y_and_z).await.unwrap_or_else(|e| panic!("{e}"));
 
     // No operator at all, then an agent restart: it must come up Ready from its persisted plan

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use palisade_conformance::k8s::{ingress_rule, match_labels, port_number, policy, with_ingress};
+use palisade_conformance::k8s::{ingress_rule, match_labels, policy, port_number, with_ingress};
 use palisade_conformance::{Assertion, Expectation, Object, Probe, Protocol, Reachability};
 use palisade_e2e::{Stack, StackOptions};
 
@@ -34,7 +34,12 @@ async fn wrong_expectations_fail_and_sctp_reaches_the_kernel() {
         let mut reachability = Reachability::unasserted(&stack.cluster().model.pod_ids());
         reachability.expect(&pod("y/b"), &pod("x/a"), port == 80 || connected_81);
         reachability.expect(&pod("y/b"), &pod("x/b"), true);
-        Expectation { title: format!("SCTP {port}"), probe: Probe::sctp(port), reachability, assertion: Assertion::RulesOnly }
+        Expectation {
+            title: format!("SCTP {port}"),
+            probe: Probe::sctp(port),
+            reachability,
+            assertion: Assertion::RulesOnly,
+        }
     };
     stack.expect(&sctp(80, false)).await.unwrap_or_else(|e| panic!("{e}"));
     stack.expect(&sctp(81, false)).await.unwrap_or_else(|e| panic!("{e}"));

@@ -66,7 +66,8 @@ async fn status_reports_realization_and_field_errors() {
     // after an update bumps the generation; and it is enforced.
     stack.apply(&admin_deny("e2e-status-admin", None)).await.expect("apply CNP");
     let first = wait_cnp_realized(&stack, "e2e-status-admin").await;
-    let enforced = cells(&stack, "y cannot reach x", &[("y/a", "x/a", false), ("y/b", "x/b", false), ("z/a", "x/a", true)]);
+    let enforced =
+        cells(&stack, "y cannot reach x", &[("y/a", "x/a", false), ("y/b", "x/b", false), ("z/a", "x/a", true)]);
     stack.expect(&enforced).await.unwrap_or_else(|e| panic!("{e}"));
     stack.apply(&admin_deny("e2e-status-admin", Some(81))).await.expect("update CNP");
     let second = wait_cnp_realized(&stack, "e2e-status-admin").await;
@@ -79,7 +80,8 @@ async fn status_reports_realization_and_field_errors() {
     stack.apply(&isolate_pod_a("x", "e2e-status-np", &["y"])).await.expect("apply NP");
     let (realized, desired) = wait_network_policy_realized(&stack, "x", "e2e-status-np").await;
     assert_eq!(realized, desired);
-    let np_enforced = cells(&stack, "only y reaches x/a", &[("y/b", "x/a", true), ("z/b", "x/a", false), ("z/b", "x/b", true)]);
+    let np_enforced =
+        cells(&stack, "only y reaches x/a", &[("y/b", "x/a", true), ("z/b", "x/a", false), ("z/b", "x/b", true)]);
     stack.expect(&np_enforced).await.unwrap_or_else(|e| panic!("{e}"));
 
     // An invalid NetworkPolicy (an `except` outside its `cidr`). The apiserver validates

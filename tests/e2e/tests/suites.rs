@@ -11,7 +11,12 @@ use palisade_e2e::Stack;
 async fn run_suite(suite: Suite) {
     let started = Instant::now();
     let mut stack = Stack::start(&suite.model).await.unwrap_or_else(|e| panic!("stack start: {e}"));
-    eprintln!("{}: stack up in {:.1} s (files in {})", suite.name, started.elapsed().as_secs_f64(), stack.files_dir().display());
+    eprintln!(
+        "{}: stack up in {:.1} s (files in {})",
+        suite.name,
+        started.elapsed().as_secs_f64(),
+        stack.files_dir().display()
+    );
     let mut report = String::new();
     let mut failed = 0;
     for case in &suite.cases {

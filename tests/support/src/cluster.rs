@@ -10,15 +10,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node as K8sNode, Pod as K8sPod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::control_plane::ControlPlane;
 use crate::error::{Error, Result, io_at};
 use crate::matrix::{Reachability, ReachabilityCell};
 use crate::netns::{self, delete_namespaces, ip_batch, require_root, sweep_dead_namespaces, sysctl};
-use crate::probe::{DEFAULT_PROBE_TIMEOUT, Protocol, ProbeOutcome, probe_blocking};
+use crate::probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol, probe_blocking};
 use crate::process::{ManagedProcess, log_tail, workspace_binary};
 
 /// IPv4 or IPv6: every pod and node has one address of each.
@@ -151,7 +151,10 @@ impl ClusterSpec {
         }
         for pod in &self.pods {
             if !self.nodes.iter().any(|n| n.name == pod.node) {
-                return Err(Error::Invalid(format!("pod {}/{} is on unknown node {}", pod.namespace, pod.name, pod.node)));
+                return Err(Error::Invalid(format!(
+                    "pod {}/{} is on unknown node {}",
+                    pod.namespace, pod.name, pod.node
+                )));
             }
             if self.pods.iter().filter(|p| p.namespace == pod.namespace && p.name == pod.name).count() > 1 {
                 return Err(Error::Invalid(format!("pod {}/{} is declared twice", pod.namespace, pod.name)));
@@ -358,7 +361,12 @@ impl NetCluster {
                 // Explicit, distinct ifindexes on the two ends: the kernel treats a veth whose ifindex
                 // equals its peer's (common across fresh namespaces: both are 2) as a non-urgent link
                 // event, and activates it up to a second later; until then it drops every packet.
-                format!("link add fab0 index 10 type veth peer name n{} index {} netns {}", i + 1, 100 + i, self.fabric),
+                format!(
+                    "link add fab0 index 10 type veth peer name n{} index {} netns {}",
+                    i + 1,
+                    100 + i,
+                    self.fabric
+                ),
                 format!("addr add {}/24 dev fab0", node.ipv4),
                 format!("addr add {}/64 dev fab0 nodad", node.ipv6),
                 format!("addr add {}/64 dev fab0 nodad", node.link_local),
@@ -431,7 +439,10 @@ impl NetCluster {
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(Error::Timeout { what: format!("links in {name} to come up: {pending:?}"), seconds: 5 });
+                    return Err(Error::Timeout {
+                        what: format!("links in {name} to come up: {pending:?}"),
+                        seconds: 5,
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -533,7 +544,14 @@ impl NetCluster {
 
     /// Probes `to:port` from pod `from` (id `x/a`). Runs on a short-lived thread inside the pod's
     /// namespace, so the caller's runtime is never blocked.
-    pub async fn probe(&self, from: &str, to: IpAddr, protocol: Protocol, port: u16, timeout: Duration) -> Result<ProbeOutcome> {
+    pub async fn probe(
+        &self,
+        from: &str,
+        to: IpAddr,
+        protocol: Protocol,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<ProbeOutcome> {
         let netns = self.pod(from)?.netns.clone();
         netns::in_netns_async(&netns, move || probe_blocking(SocketAddr::new(to, port), protocol, timeout)).await
     }
@@ -544,7 +562,13 @@ impl NetCluster {
         self.probe_matrix_with(port, family, DEFAULT_PROBE_TIMEOUT, 16).await
     }
 
-    pub async fn probe_matrix_with(&self, port: Port, family: Family, timeout: Duration, parallelism: usize) -> Result<Reachability> {
+    pub async fn probe_matrix_with(
+        &self,
+        port: Port,
+        family: Family,
+        timeout: Duration,
+        parallelism: usize,
+    ) -> Result<Reachability> {
         let limit = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for (row, from) in self.pods.iter().enumerate() {
@@ -554,7 +578,8 @@ impl NetCluster {
                 let limit = limit.clone();
                 tasks.spawn(async move {
                     let _permit = limit.acquire_owned().await;
-                    let outcome = netns::in_netns_async(&netns, move || probe_blocking(target, port.protocol, timeout)).await;
+                    let outcome =
+                        netns::in_netns_async(&netns, move || probe_blocking(target, port.protocol, timeout)).await;
                     (row, column, outcome)
                 });
             }
@@ -595,7 +620,20 @@ impl NetCluster {
                     let vip_text = vip.to_string();
                     let dport = port.number.to_string();
                     let probability = format!("{:.6}", 1.0 / (count - index) as f64);
-                    let mut args = vec![tool, "-w", "-t", "nat", "-A", chain, "-d", &vip_text, "-p", port.protocol.as_str(), "--dport", &dport];
+                    let mut args = vec![
+                        tool,
+                        "-w",
+                        "-t",
+                        "nat",
+                        "-A",
+                        chain,
+                        "-d",
+                        &vip_text,
+                        "-p",
+                        port.protocol.as_str(),
+                        "--dport",
+                        &dport,
+                    ];
                     if index + 1 < count {
                         args.extend(["-m", "statistic", "--mode", "random", "--probability", &probability]);
                     }
@@ -667,7 +705,14 @@ impl NetCluster {
             }))
             .map_err(|e| Error::Invalid(e.to_string()))?;
             Api::<K8sPod>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &object).await?;
-            mark_pod_running(client, &namespace, &pod.name, &[IpAddr::V4(pod.ipv4), IpAddr::V6(pod.ipv6)], &[node.ip(Family::V4), node.ip(Family::V6)]).await?;
+            mark_pod_running(
+                client,
+                &namespace,
+                &pod.name,
+                &[IpAddr::V4(pod.ipv4), IpAddr::V6(pod.ipv6)],
+                &[node.ip(Family::V4), node.ip(Family::V6)],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -716,7 +761,8 @@ struct ApiserverRelay {
 impl ApiserverRelay {
     fn start(listeners: Vec<std::net::TcpListener>, target: SocketAddr) -> Result<Self> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_at("tokio runtime"))?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_at("tokio runtime"))?;
         let thread = std::thread::Builder::new()
             .name("palisade-apiserver-relay".into())
             .spawn(move || {
@@ -765,7 +811,13 @@ impl Drop for NetCluster {
 
 /// Does what the kubelet would: sets a Pod's status to Running and Ready with `pod_ips` (first one
 /// becomes `podIP`) and `host_ips`. Pod status is reset on create, so this must follow the create.
-pub async fn mark_pod_running(client: &Client, namespace: &str, name: &str, pod_ips: &[IpAddr], host_ips: &[IpAddr]) -> Result<K8sPod> {
+pub async fn mark_pod_running(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    pod_ips: &[IpAddr],
+    host_ips: &[IpAddr],
+) -> Result<K8sPod> {
     let (Some(pod_ip), Some(host_ip)) = (pod_ips.first(), host_ips.first()) else {
         return Err(Error::Invalid("mark_pod_running needs at least one pod IP and one host IP".into()));
     };

@@ -126,9 +126,7 @@ impl ControlPlane {
                         let _ = sender.send(started);
                     })
                     .map_err(io_at("thread spawn"))?;
-                let plane = receiver
-                    .await
-                    .map_err(|_| Error::Invalid("shared control plane thread died".into()))??;
+                let plane = receiver.await.map_err(|_| Error::Invalid("shared control plane thread died".into()))??;
                 // SAFETY: registering a plain extern "C" fn with atexit has no preconditions.
                 unsafe { libc::atexit(teardown_shared) };
                 Ok(plane)
@@ -205,7 +203,11 @@ impl ControlPlane {
         ]);
         apiserver_cmd.args(&options.extra_apiserver_args);
         // Never route the apiserver's own outbound calls (webhooks, etcd) through a proxy.
-        apiserver_cmd.env_remove("HTTPS_PROXY").env_remove("HTTP_PROXY").env_remove("https_proxy").env_remove("http_proxy");
+        apiserver_cmd
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("http_proxy");
         let apiserver = ManagedProcess::spawn("kube-apiserver", apiserver_cmd, &path("apiserver.log"))?;
         state.record_group(apiserver.pid(), &apiserver.comm())?;
 
@@ -344,12 +346,8 @@ impl ControlPlane {
             },
             ..Default::default()
         };
-        let issued: TokenRequest =
-            accounts.create_subresource("token", name, &PostParams::default(), &request).await?;
-        issued
-            .status
-            .map(|status| status.token)
-            .ok_or_else(|| Error::Invalid("TokenRequest returned no status".into()))
+        let issued: TokenRequest = accounts.create_subresource("token", name, &PostParams::default(), &request).await?;
+        issued.status.map(|status| status.token).ok_or_else(|| Error::Invalid("TokenRequest returned no status".into()))
     }
 
     /// Applies CustomResourceDefinitions (each string may hold several `---` documents) and waits
@@ -426,7 +424,8 @@ extern "C" fn teardown_shared() {
 /// `<prefix>-<seq>`, unique in this process, lowercased and cut to a valid DNS label.
 pub(crate) fn unique_name(prefix: &str) -> String {
     let seq = NAME_SEQ.fetch_add(1, Ordering::Relaxed);
-    let prefix: String = prefix.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(50).collect();
+    let prefix: String =
+        prefix.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(50).collect();
     format!("{}-{seq}", prefix.trim_end_matches('-'))
 }
 
@@ -506,8 +505,8 @@ current-context: palisade
 
 /// Writes a file only its owner can read (keys, tokens, kubeconfigs).
 pub fn write_private(path: &Path, content: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -70,7 +70,9 @@ pub use cluster::{
     ClusterSpec, Family, NetCluster, Node, NodeSpec, POD_GATEWAY_V4, POD_GATEWAY_V6, Pod, PodSpec, Port,
     mark_pod_running, probe_binary,
 };
-pub use control_plane::{APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions, SERVICE_CIDR, assets_dir, write_private};
+pub use control_plane::{
+    APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions, SERVICE_CIDR, assets_dir, write_private,
+};
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
 pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};

@@ -55,7 +55,8 @@ async fn inline_crd_becomes_established_and_serves_objects() {
         kind: "Widget".into(),
         plural: "widgets".into(),
     };
-    let widgets: Api<DynamicObject> = Api::namespaced_with(plane.admin_client().expect("client"), &namespace, &resource);
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(plane.admin_client().expect("client"), &namespace, &resource);
     let widget: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "testkit.palisade.dev/v1", "kind": "Widget",
         "metadata": {"name": "w1"}, "spec": {"size": 3}

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node as K8sNode, Pod as K8sPod};
 use kube::api::Api;
-use palisade_testkit::{ClusterSpec, ControlPlane, DEFAULT_PROBE_TIMEOUT, Family, NetCluster, Port, ProbeOutcome, Protocol};
+use palisade_testkit::{
+    ClusterSpec, ControlPlane, DEFAULT_PROBE_TIMEOUT, Family, NetCluster, Port, ProbeOutcome, Protocol,
+};
 
 fn build(spec: ClusterSpec) -> NetCluster {
     palisade_testkit::netns::require_root().expect("network-namespace tests must run as root");
@@ -43,7 +45,8 @@ async fn probes_cross_nodes_over_tcp_and_udp_on_both_families() {
         }
         // Pods reach their node's address too (the hostIP).
         let node = cluster.node(&a.node).expect("node");
-        let to_node = cluster.probe("x/a", node.ip(family), Protocol::Tcp, 9, DEFAULT_PROBE_TIMEOUT).await.expect("probe");
+        let to_node =
+            cluster.probe("x/a", node.ip(family), Protocol::Tcp, 9, DEFAULT_PROBE_TIMEOUT).await.expect("probe");
         assert_eq!(to_node, ProbeOutcome::Refused, "{family}: the node answers (with a RST) for its own address");
     }
 }
@@ -54,7 +57,8 @@ async fn refused_and_dropped_are_distinguished() {
     let b = cluster.pod("y/b").expect("y/b");
     for family in [Family::V4, Family::V6] {
         for protocol in [Protocol::Tcp, Protocol::Udp] {
-            let outcome = cluster.probe("x/a", b.ip(family), protocol, 9999, DEFAULT_PROBE_TIMEOUT).await.expect("probe");
+            let outcome =
+                cluster.probe("x/a", b.ip(family), protocol, 9999, DEFAULT_PROBE_TIMEOUT).await.expect("probe");
             assert_eq!(outcome, ProbeOutcome::Refused, "{protocol} {family} to a closed port");
         }
     }
@@ -88,7 +92,22 @@ async fn an_iptables_drop_flips_exactly_one_matrix_cell() {
         cluster
             .node_exec(
                 &from.node,
-                &[tool, "-w", "-I", "FORWARD", "-s", &src, "-d", &dst, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"],
+                &[
+                    tool,
+                    "-w",
+                    "-I",
+                    "FORWARD",
+                    "-s",
+                    &src,
+                    "-d",
+                    &dst,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "NEW",
+                    "-j",
+                    "DROP",
+                ],
             )
             .expect("iptables");
 
@@ -122,7 +141,11 @@ async fn netpol_model_matches_the_apiserver_and_is_fully_connected() {
         assert_eq!(status.phase.as_deref(), Some("Running"));
         let pod_ip: IpAddr = status.pod_ip.expect("podIP").parse().expect("podIP parses");
         let configured = cluster.exec(&pod.netns, &["ip", "-o", "addr", "show", "dev", "eth0"]).expect("ip addr");
-        assert!(configured.contains(&format!(" {pod_ip}/")), "{} has podIP {pod_ip} but eth0 holds:\n{configured}", pod.id());
+        assert!(
+            configured.contains(&format!(" {pod_ip}/")),
+            "{} has podIP {pod_ip} but eth0 holds:\n{configured}",
+            pod.id()
+        );
         let all_ips: Vec<String> = status.pod_ips.unwrap_or_default().into_iter().map(|p| p.ip).collect();
         assert_eq!(all_ips, vec![pod.ipv4.to_string(), pod.ipv6.to_string()]);
 
@@ -152,7 +175,8 @@ async fn netpol_model_matches_the_apiserver_and_is_fully_connected() {
 #[tokio::test]
 async fn cluster_ip_dnat_reaches_the_backend_and_policy_applies_after_dnat() {
     let ports = [Port::tcp(80)];
-    let cluster = build(ClusterSpec::new().node("n1").node("n2").pod("x", "a", "n1", &ports).pod("y", "b", "n2", &ports));
+    let cluster =
+        build(ClusterSpec::new().node("n1").node("n2").pod("x", "a", "n1", &ports).pod("y", "b", "n2", &ports));
     let vip: IpAddr = "198.19.255.100".parse().expect("vip");
     cluster.add_cluster_ip_service(vip, Port::tcp(8080), &[("y/b", 80)]).expect("service");
     let outcome = cluster.probe("x/a", vip, Protocol::Tcp, 8080, DEFAULT_PROBE_TIMEOUT).await.expect("probe");
@@ -180,7 +204,8 @@ async fn namespaces_are_removed_on_drop_and_leftovers_of_dead_runs_are_swept() {
     let cluster = build(ClusterSpec::new().node("n1").pod("x", "a", "n1", &[Port::tcp(80)]));
     assert!(!std::path::Path::new(&format!("/run/netns/{leftover}")).exists(), "leftover {leftover} was not swept");
 
-    let names: Vec<String> = cluster.nodes().iter().map(|n| n.netns.clone()).chain(cluster.pods().iter().map(|p| p.netns.clone())).collect();
+    let names: Vec<String> =
+        cluster.nodes().iter().map(|n| n.netns.clone()).chain(cluster.pods().iter().map(|p| p.netns.clone())).collect();
     for name in &names {
         assert!(std::path::Path::new(&format!("/run/netns/{name}")).exists());
     }
@@ -206,7 +231,10 @@ async fn apiserver_is_reachable_from_node_and_pod_namespaces() {
         // Plain HTTP to the TLS port: only a Go TLS server answers with this exact complaint.
         let answer = palisade_testkit::netns::in_netns_async(&netns, || {
             use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect_timeout(&"198.19.255.1:443".parse().expect("addr"), Duration::from_secs(2))?;
+            let mut stream = std::net::TcpStream::connect_timeout(
+                &"198.19.255.1:443".parse().expect("addr"),
+                Duration::from_secs(2),
+            )?;
             stream.set_read_timeout(Some(Duration::from_secs(2)))?;
             stream.write_all(b"GET /version HTTP/1.0\r\n\r\n")?;
             let mut reply = String::new();

@@ -117,9 +117,9 @@ async fn run(hold: bool) -> Result<(), String> {
     let names: BTreeMap<&str, String> =
         ["x", "y", "z"].into_iter().map(|ns| (ns, stack.cluster().k8s_namespace(ns))).collect();
     for step in STEPS {
-        let manifest = names.iter().fold(step.manifest.to_owned(), |text, (logical, real)| {
-            text.replace(&format!("{{{logical}}}"), real)
-        });
+        let manifest = names
+            .iter()
+            .fold(step.manifest.to_owned(), |text, (logical, real)| text.replace(&format!("{{{logical}}}"), real));
         println!("\n== {}\n$ kubectl apply -f -", step.title);
         let applied = Instant::now();
         kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&manifest))?;
@@ -141,7 +141,10 @@ async fn run(hold: bool) -> Result<(), String> {
     kubectl(&kubeconfig, &["get", "clusternetworkpolicies,policystatuses", "-A"], None)?;
 
     if hold {
-        println!("\nEverything stays up: KUBECONFIG={} kubectl get pods -A. Ctrl-C to tear down.", kubeconfig.display());
+        println!(
+            "\nEverything stays up: KUBECONFIG={} kubectl get pods -A. Ctrl-C to tear down.",
+            kubeconfig.display()
+        );
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     }
     println!("\nTearing down.");
@@ -157,7 +160,9 @@ async fn wait_realized(stack: &Stack, policy: (Option<&str>, &str)) -> Result<()
                 (Some(namespace), name) => {
                     let generation = stack.network_policy(namespace, name).await?.and_then(|np| np.metadata.generation);
                     stack.policy_status(namespace, name).await?.and_then(|s| s.status).is_some_and(|s| {
-                        s.observed_generation == generation && s.nodes_desired > 0 && s.nodes_realized == s.nodes_desired
+                        s.observed_generation == generation
+                            && s.nodes_desired > 0
+                            && s.nodes_realized == s.nodes_desired
                     })
                 }
                 (None, name) => stack.cluster_network_policy(name).await?.is_some_and(|cnp| cnp.status.is_some()),
