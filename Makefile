@@ -8,7 +8,8 @@ ASSETS = $(shell tests/tools/build-assets.sh | tail -n 1)
 .PHONY: help
 help:
 	@echo "make demo         run Palisade on a local control plane with namespace-built nodes (DEMO_ARGS=--hold keeps it up)"
-	@echo "make test         build what the tests need and run every test"
+	@echo "make test         check formatting and clippy, build what the tests need, run every test"
+	@echo "make lint         cargo fmt --check and clippy -D warnings (part of make test)"
 	@echo "make test-assets  build (or reuse) kube-apiserver, etcd and helm from Go modules"
 	@echo "make crds         regenerate the CRD manifests under crds/manifests"
 	@echo "make bench        print the benchmark figures"
@@ -17,8 +18,17 @@ help:
 test-assets:
 	@tests/tools/build-assets.sh
 
+.PHONY: deps
+deps: ## system packages and toolchain components (apt, rustup); quick when all is there
+	@.ci/install
+
+.PHONY: lint
+lint: deps ## style and lints hold in CI: formatting, then clippy on every target with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
 .PHONY: test
-test:
+test: deps lint
 	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
 	  KUBEBUILDER_ASSETS=$$assets cargo test --workspace --locked -- --test-threads=2
 
@@ -38,7 +48,7 @@ bench:
 	  KUBEBUILDER_ASSETS=$$assets cargo bench --locked -p palisade-e2e
 
 .PHONY: demo
-demo: ## a real control plane, namespace-built nodes, operator and agents; policies applied live
+demo: deps ## a real control plane, namespace-built nodes, operator and agents; policies applied live
 	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
 	  cargo build --quiet -p palisade-cli -p palisade-testkit -p palisade-e2e --bins && \
 	  KUBEBUILDER_ASSETS=$$assets target/debug/palisade-demo $(DEMO_ARGS)
