@@ -301,7 +301,26 @@ pub fn pod(pod: &Pod) -> Result<m::Pod, ConvertError> {
         ips,
         named_ports,
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        terminated: pod_has_finished(pod),
     })
+}
+
+/// Whether the pod has finished and may already have lent its IP to another pod: phase
+/// `Succeeded` or `Failed`, or deleting with no container left running (every reported container
+/// status is terminated, or none is reported). A deleting pod with a running container keeps its
+/// identity until it stops: its IP is not free yet.
+fn pod_has_finished(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+        return true;
+    }
+    if pod.metadata.deletion_timestamp.is_none() {
+        return false;
+    }
+    status
+        .into_iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
+        .all(|container| container.state.as_ref().is_some_and(|state| state.terminated.is_some()))
 }
 
 pub fn namespace(namespace: &Namespace) -> Result<m::Namespace, ConvertError> {
@@ -535,6 +554,56 @@ mod tests {
             pod(&serde_json::from_value(fallback).expect("the test input converts")).expect("the test input converts");
         assert_eq!(converted.ips, vec!["10.0.0.9".parse::<IpAddr>().expect("the test input converts")]);
         assert_eq!((converted.node, converted.host_network), (None, false));
+    }
+
+    #[test]
+    fn finished_pods_are_terminated_and_running_ones_are_not() {
+        let converted = |extra: serde_json::Value| {
+            let mut pod_json = json!({
+                "metadata": { "name": "p", "namespace": "ns" },
+                "spec": { "nodeName": "n1", "containers": [{ "name": "c" }] },
+                "status": { "podIP": "10.0.0.9" },
+            });
+            merge(&mut pod_json, extra);
+            pod(&serde_json::from_value(pod_json).expect("the test input is a Pod")).expect("the test input converts")
+        };
+        let running = json!({ "state": { "running": { "startedAt": "2026-01-01T00:00:00Z" } } });
+        let exited = json!({ "state": { "terminated": { "exitCode": 0 } } });
+        let deleting = json!("2026-01-01T00:00:00Z");
+        let cases = [
+            (json!({ "status": { "phase": "Running" } }), false),
+            (json!({ "status": { "phase": "Pending" } }), false),
+            (json!({ "status": { "phase": "Succeeded" } }), true),
+            (json!({ "status": { "phase": "Failed" } }), true),
+            (
+                json!({ "metadata": { "deletionTimestamp": deleting }, "status": { "phase": "Running",
+                "containerStatuses": [running.clone(), exited.clone()] } }),
+                false,
+            ),
+            (
+                json!({ "metadata": { "deletionTimestamp": deleting }, "status": { "phase": "Running",
+                "containerStatuses": [exited.clone(), exited.clone()] } }),
+                true,
+            ),
+            (json!({ "metadata": { "deletionTimestamp": deleting }, "status": { "phase": "Running" } }), true),
+            (json!({ "status": { "phase": "Running", "containerStatuses": [exited] } }), false),
+        ];
+        for (extra, terminated) in cases {
+            let pod = converted(extra.clone());
+            assert_eq!(pod.terminated, terminated, "{extra}");
+            assert_eq!(pod.is_policy_endpoint(), !terminated, "{extra}");
+        }
+    }
+
+    fn merge(target: &mut serde_json::Value, extra: serde_json::Value) {
+        match (target, extra) {
+            (serde_json::Value::Object(target), serde_json::Value::Object(extra)) => {
+                for (key, value) in extra {
+                    merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (target, extra) => *target = extra,
+        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn pod(i: usize) -> Pod {
         ips: vec![ip],
         named_ports: vec![NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }],
         host_network: false,
+        terminated: false,
     }
 }
 

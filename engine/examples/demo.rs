@@ -29,6 +29,7 @@ fn main() {
                 ips: vec![ip],
                 named_ports: vec![NamedPort { name: "web".into(), protocol: Protocol::Tcp, port: 80 }],
                 host_network: false,
+                terminated: false,
             };
             cluster.pods.insert(pod.key.clone(), pod);
         }

@@ -113,14 +113,20 @@ pub struct Pod {
     pub named_ports: Vec<NamedPort>,
     /// Host-network pods share their node's addresses; pod selectors never select them.
     pub host_network: bool,
+    /// The pod has finished (phase `Succeeded` or `Failed`, or it is being deleted and none of its
+    /// containers runs). Kubernetes hands its IP to the next pod, so a finished pod must give up
+    /// every group its labels select: otherwise the new pod on that IP inherits its identity.
+    #[serde(default)]
+    pub terminated: bool,
 }
 
 impl Pod {
     /// Whether policies can select this pod and judge its traffic: not host-network (those share
-    /// the node's addresses) and scheduled (an unscheduled pod is enforced nowhere). The reference
-    /// evaluator and the compiler both use this one definition.
+    /// the node's addresses), scheduled (an unscheduled pod is enforced nowhere) and not finished
+    /// (its IP may already belong to another pod). The reference evaluator and the compiler both
+    /// use this one definition.
     pub fn is_policy_endpoint(&self) -> bool {
-        !self.host_network && self.node.is_some()
+        !self.host_network && self.node.is_some() && !self.terminated
     }
 }
 

@@ -31,6 +31,7 @@ pub fn pod(namespace: &str, name: &str, node: &str, ips: &[&str], pod_labels: &[
         ips: ips.iter().map(|text| ip(text)).collect(),
         named_ports: vec![],
         host_network: false,
+        terminated: false,
     }
 }
 
@@ -209,12 +210,16 @@ pub fn random_node(rng: &mut Seeded, index: usize) -> Node {
 pub fn random_pod(rng: &mut Seeded, index: usize, nodes: &[Node]) -> Pod {
     let node = rng.pick(nodes);
     let host_network = rng.chance(6);
+    // A finished pod keeps the address of the pod before it: Kubernetes hands a finished pod's IP
+    // to the next one, and the finished pod must not lend that pod its identity.
+    let terminated = !host_network && index > 0 && rng.chance(8);
+    let address = if terminated { index } else { index + 1 };
     let ips = if host_network {
         node.ips.clone()
     } else if rng.chance(5) {
-        vec![ip(&format!("10.1.0.{}", index + 1))]
+        vec![ip(&format!("10.1.0.{address}"))]
     } else {
-        vec![ip(&format!("10.1.0.{}", index + 1)), ip(&format!("fd00::1:{:x}", index + 1))]
+        vec![ip(&format!("10.1.0.{address}")), ip(&format!("fd00::1:{address:x}"))]
     };
     Pod {
         key: key(rng.pick::<&str>(&NAMESPACES), &format!("p{index}")),
@@ -223,6 +228,7 @@ pub fn random_pod(rng: &mut Seeded, index: usize, nodes: &[Node]) -> Pod {
         ips,
         named_ports: random_named_ports(rng),
         host_network,
+        terminated,
     }
 }
 

@@ -69,6 +69,16 @@ impl CaseBuilder {
         self
     }
 
+    /// `finished` finishes and `successor` (a new pod with `labels`) takes over its IP.
+    pub fn reuse_pod_ip(&mut self, finished: &PodId, successor: &PodId, labels: &[(&str, &str)]) -> &mut Self {
+        self.steps.push(Step::ReusePodIp {
+            finished: finished.clone(),
+            successor: successor.clone(),
+            labels: crate::model::labels(labels),
+        });
+        self
+    }
+
     /// Upstream's `ValidateOrFail` (or one `PokeServer` group).
     pub fn expect(&mut self, title: &str, probe: Probe, mut reachability: Reachability) -> &mut Self {
         if self.ignore_loopback {

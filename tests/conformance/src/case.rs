@@ -36,6 +36,10 @@ pub enum Step {
     LabelNamespace { namespace: String, labels: BTreeMap<String, Option<String>> },
     /// Merge labels into a pod; `None` removes the key.
     LabelPod { pod: PodId, labels: BTreeMap<String, Option<String>> },
+    /// The pod finishes (phase `Succeeded`) and a new pod, `successor` with `labels`, gets its IP on
+    /// the same node, as Kubernetes reuses a finished pod's address. From then on the grid's row and
+    /// column of `finished` are that address: the successor's traffic.
+    ReusePodIp { finished: PodId, successor: PodId, labels: BTreeMap<String, String> },
     /// Probe every asserted cell of the grid once the cluster has converged.
     Expect(Expectation),
 }

@@ -70,12 +70,47 @@ pub fn model() -> Model {
 pub fn suite() -> Suite {
     let model = model();
     let pod_ids = model.pod_ids();
-    let cases = CASES.iter().map(|(context, name, write)| {
-        let mut case = CaseBuilder::new(&format!("{context} {name}"), SOURCE, pod_ids.clone(), true);
+    let upstream = CASES.iter().map(|(context, name, write)| (format!("{context} {name}"), SOURCE, write));
+    let own = PALISADE_CASES.iter().map(|(name, write)| ((*name).to_owned(), PALISADE_SOURCE, write));
+    let cases = upstream.chain(own).map(|(name, source, write)| {
+        let mut case = CaseBuilder::new(&name, source, pod_ids.clone(), true);
         write(&mut case);
         case.build()
     });
     Suite { name: "Netpol".to_owned(), model, cases: cases.collect() }
+}
+
+const PALISADE_SOURCE: &str = "palisade (not upstream): edges a security review found";
+
+/// Cases upstream does not have, on the same model, for holes found in review.
+const PALISADE_CASES: &[(&str, Writer)] = &[(
+    "a finished pod's IP reused by a new pod carries the new pod's identity, not the old one's",
+    finished_pod_ip_reused,
+)];
+
+/// z/c admits only pods `pod=b` of namespace y, and y/b admits only y/a. Then y/b finishes and a
+/// new pod x/reused (labels `pod=reused`, another namespace) gets its IP: that address must lose
+/// y/b's way into z/c and must no longer be isolated by y/b's policy.
+fn finished_pod_ip_reused(c: &mut CaseBuilder) {
+    let from_y_b =
+        ingress_rule(vec![namespaces_and_pods(match_labels(&[("ns", Y)]), match_labels(&pod_label("b")))], vec![]);
+    c.apply_network_policy(
+        Z,
+        with_ingress(policy("database-admits-y-b", match_labels(&pod_label("c"))), vec![from_y_b]),
+    );
+    let from_y_a = ingress_rule(vec![pods(match_labels(&pod_label("a")))], vec![]);
+    c.apply_network_policy(Y, with_ingress(policy("y-b-admits-y-a", match_labels(&pod_label("b"))), vec![from_y_a]));
+    let mut before = c.reachability(true);
+    before.expect_all_ingress(&pod(Z, "c"), false);
+    before.expect(&pod(Y, "b"), &pod(Z, "c"), true);
+    before.expect_all_ingress(&pod(Y, "b"), false);
+    before.expect(&pod(Y, "a"), &pod(Y, "b"), true);
+    c.expect("only y/b reaches z/c, and only y/a reaches y/b", Probe::tcp(80), before);
+
+    c.reuse_pod_ip(&pod(Y, "b"), &pod(X, "reused"), &[("pod", "reused")]);
+    let mut after = c.reachability(true);
+    after.expect_all_ingress(&pod(Z, "c"), false);
+    c.expect("y/b's address, now x/reused's, neither reaches z/c nor is isolated", Probe::tcp(80), after);
 }
 
 type Writer = fn(&mut CaseBuilder);

@@ -133,6 +133,7 @@ impl PureCluster {
                         })
                         .collect(),
                     host_network: pod.host_network,
+                    terminated: false,
                 },
             );
         }
@@ -186,6 +187,27 @@ impl PureCluster {
         let mut pod = self.engine.cluster().pods.get(&key).cloned().ok_or_else(|| format!("no pod {id}"))?;
         merge_labels(&mut pod.labels, changes);
         self.engine.upsert_pod(pod);
+        Ok(())
+    }
+
+    /// The finished pod and its successor go through conversion as the API server would show
+    /// them (phase `Succeeded`, then a `Running` pod on the same IP), so the runner sees what the
+    /// operator would.
+    fn reuse_pod_ip(&mut self, finished: &PodId, successor: &PodId, labels: &m::Labels) -> Result<(), String> {
+        let key = m::PodKey { namespace: finished.namespace.clone(), name: finished.name.clone() };
+        let old = self.engine.cluster().pods.get(&key).cloned().ok_or_else(|| format!("no pod {finished}"))?;
+        let as_api = |id: &PodId, labels: &m::Labels, phase: &str| -> Result<m::Pod, String> {
+            let ips: Vec<_> = old.ips.iter().map(|ip| serde_json::json!({ "ip": ip.to_string() })).collect();
+            let object: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+                "metadata": { "name": id.name, "namespace": id.namespace, "labels": labels },
+                "spec": { "nodeName": old.node, "containers": [{ "name": "probe" }] },
+                "status": { "phase": phase, "podIPs": ips },
+            }))
+            .map_err(|e| e.to_string())?;
+            convert::pod(&object).map_err(|e| e.to_string())
+        };
+        self.engine.upsert_pod(as_api(finished, &old.labels, "Succeeded")?);
+        self.engine.upsert_pod(as_api(successor, labels, "Running")?);
         Ok(())
     }
 
@@ -258,6 +280,9 @@ fn run_case(model: &Model, case: &Case) -> Vec<Failure> {
             Step::LabelPod { pod, labels } => {
                 cluster.label_pod(pod, labels).map_err(|e| (header("label pod"), String::new(), e))
             }
+            Step::ReusePodIp { finished, successor, labels } => cluster
+                .reuse_pod_ip(finished, successor, labels)
+                .map_err(|e| (header("reuse pod IP"), String::new(), e)),
             Step::Expect(expectation) => match cluster.check(expectation) {
                 None => Ok(()),
                 Some(text) => Err((

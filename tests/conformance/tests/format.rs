@@ -49,6 +49,16 @@ fn every_case_is_well_formed() {
                         assert!(!resolved.to_yaml().contains("serialization failed"), "{}", case.name);
                     }
                     Step::LabelPod { pod, .. } => assert!(pods.contains(pod), "{}: no pod {pod}", case.name),
+                    Step::ReusePodIp { finished, successor, .. } => {
+                        assert!(pods.contains(finished), "{}: no pod {finished}", case.name);
+                        assert!(!pods.contains(successor), "{}: successor {successor} already in the model", case.name);
+                        assert!(
+                            suite.model.namespace(&successor.namespace).is_some(),
+                            "{}: no namespace {}",
+                            case.name,
+                            successor.namespace
+                        );
+                    }
                     Step::LabelNamespace { namespace, .. } => {
                         assert!(suite.model.namespace(namespace).is_some(), "{}: no namespace {namespace}", case.name)
                     }

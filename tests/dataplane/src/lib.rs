@@ -272,6 +272,7 @@ pub fn engine_cluster(net: &NetCluster, namespace_labels: &BTreeMap<String, BTre
                 ips: vec![pod.ip(Family::V4), pod.ip(Family::V6)],
                 named_ports,
                 host_network: false,
+                terminated: false,
             },
         );
     }

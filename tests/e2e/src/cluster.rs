@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod as K8sPod};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use palisade_conformance::{Environment, Model, ModelPod, PodId, Protocol};
 use palisade_testkit::probe::probe_blocking;
 use palisade_testkit::{ClusterSpec, NetCluster, NodeSpec, PodSpec, Port, ProbeOutcome, mark_pod_running};
@@ -116,6 +116,52 @@ impl ModelCluster {
             let pod = self.net.pod(&pod.to_string())?;
             Ok(vec![IpAddr::V4(pod.ipv4), IpAddr::V6(pod.ipv6)])
         }
+    }
+
+    /// `finished` ends (phase `Succeeded`) and `successor`, a new pod with `labels` on the same node,
+    /// takes its IP, as Kubernetes reuses a finished pod's address. Packets from and to that address
+    /// keep leaving from and arriving at the finished pod's network namespace.
+    pub async fn reuse_pod_ip(
+        &self,
+        client: &Client,
+        finished: &PodId,
+        successor: &PodId,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let namespace = self.k8s_namespace(&finished.namespace);
+        let status = json!({ "status": { "phase": "Succeeded" } });
+        Api::<K8sPod>::namespaced(client.clone(), &namespace)
+            .patch_status(&finished.name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
+        let model_pod =
+            self.model.pod(finished).ok_or_else(|| Error::Setup(format!("no pod {finished} in the model")))?;
+        let node = self.net.node(&node_name(&self.model, model_pod)?)?;
+        let successor_namespace = self.k8s_namespace(&successor.namespace);
+        let object: K8sPod = from_json(json!({
+            "metadata": { "name": successor.name, "namespace": successor_namespace, "labels": labels },
+            "spec": { "nodeName": node.netns, "containers": [{ "name": "probe", "image": "palisade.invalid/probe" }] },
+        }))?;
+        Api::<K8sPod>::namespaced(client.clone(), &successor_namespace).create(&PostParams::default(), &object).await?;
+        let host_ips = [IpAddr::V4(node.ipv4), IpAddr::V6(node.ipv6)];
+        mark_pod_running(client, &successor_namespace, &successor.name, &self.pod_ips(finished)?, &host_ips).await?;
+        Ok(())
+    }
+
+    /// Undoes [`ModelCluster::reuse_pod_ip`]: the successor is deleted and the finished pod is
+    /// created again as the model has it (a pod cannot go back from `Succeeded` to `Running`).
+    pub async fn restore_reused_pod_ip(&self, client: &Client, finished: &PodId, successor: &PodId) -> Result<()> {
+        let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        for pod in [successor, finished] {
+            let api = Api::<K8sPod>::namespaced(client.clone(), &self.k8s_namespace(&pod.namespace));
+            match api.delete(&pod.name, &now).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let model_pod =
+            self.model.pod(finished).ok_or_else(|| Error::Setup(format!("no pod {finished} in the model")))?;
+        self.register_pod(client, model_pod).await
     }
 
     /// The network namespace a pod's packets leave from.

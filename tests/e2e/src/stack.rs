@@ -131,6 +131,8 @@ pub struct Stack {
     /// Namespaces and pods whose labels a case changed.
     relabeled_namespaces: BTreeSet<String>,
     relabeled_pods: BTreeSet<PodId>,
+    /// Finished pods whose IP a successor took, with the successor, so a reset undoes both.
+    reused_pod_ips: Vec<(PodId, PodId)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -203,6 +205,7 @@ impl Stack {
             applied: BTreeSet::new(),
             relabeled_namespaces: BTreeSet::new(),
             relabeled_pods: BTreeSet::new(),
+            reused_pod_ips: Vec::new(),
         };
         for index in 0..stack.options.operator_replicas {
             let replica = stack.spawn_operator(&binary, &format!("palisade-operator-{index}"))?;
@@ -564,6 +567,17 @@ impl Stack {
         Ok(())
     }
 
+    /// `finished` finishes and `successor` takes its IP (see [`ModelCluster::reuse_pod_ip`]).
+    pub async fn reuse_pod_ip(
+        &mut self,
+        finished: &PodId,
+        successor: &PodId,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.reused_pod_ips.push((finished.clone(), successor.clone()));
+        self.cluster.reuse_pod_ip(&self.client, finished, successor, labels).await
+    }
+
     /// Back to the model as written: every policy applied since the last reset deleted, every
     /// changed label restored; then waits until every agent enforces a plan with no rule sets,
     /// so the next case starts from a converged, open cluster.
@@ -581,6 +595,10 @@ impl Stack {
             patch.remove(palisade_conformance::model::NAMESPACE_NAME_LABEL);
             api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": patch } })))
                 .await?;
+        }
+        for (finished, successor) in std::mem::take(&mut self.reused_pod_ips) {
+            self.relabeled_pods.remove(&finished);
+            self.cluster.restore_reused_pod_ip(&self.client, &finished, &successor).await?;
         }
         for pod in std::mem::take(&mut self.relabeled_pods) {
             let namespace = self.cluster.k8s_namespace(&pod.namespace);
@@ -744,6 +762,10 @@ impl Stack {
                 Step::LabelPod { pod, labels } => {
                     self.label_pod(pod, labels).await.map_err(|e| format!("label pod failed: {e}"))
                 }
+                Step::ReusePodIp { finished, successor, labels } => self
+                    .reuse_pod_ip(finished, successor, labels)
+                    .await
+                    .map_err(|e| format!("reuse pod IP failed: {e}")),
                 Step::Expect(expectation) => self.expect(expectation).await,
             };
             if let Err(text) = outcome {
