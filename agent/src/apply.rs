@@ -13,8 +13,12 @@
 //! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written.
 //!
 //! # Why this order
-//! A failed restore changes nothing in that table (both tools apply a batch atomically); the error
-//! names the rejected line and the caller retries with backoff. A rejected sync stops after step 2,
+//! A failed `iptables-restore` changes nothing in that table (it commits a transaction atomically).
+//! `ipset restore` is not atomic: a batch rejected at line 5 has applied lines 1 to 4, which is why
+//! every batch is ordered so that any prefix of it is safe on its own (step 1 only tightens, a
+//! swap temporary is filled before it is swapped in), and why each sync first destroys any swap
+//! temporary an interrupted run left behind. The error names the rejected line and the caller
+//! retries with backoff. A rejected sync stops after step 2,
 //! so what stays in force is the previous plan's rules, tightened by step 1:
 //! - new sets: referenced only by the rejected rules (names are content-addressed by the group
 //!   definition), so nothing matches them: inert;
@@ -81,6 +85,7 @@ pub struct SyncReport {
     pub chains_written: usize,
     pub chains_deleted: usize,
     pub hooks_inserted: usize,
+    pub hooks_moved: usize,
     pub marked_rules_deleted: usize,
     pub sets_created: usize,
     pub sets_swapped: usize,
@@ -95,6 +100,7 @@ impl SyncReport {
         self.chains_written
             + self.chains_deleted
             + self.hooks_inserted
+            + self.hooks_moved
             + self.marked_rules_deleted
             + self.sets_created
             + self.sets_swapped
@@ -108,6 +114,7 @@ impl SyncReport {
         self.chains_written += changes.chains_written;
         self.chains_deleted += changes.chains_deleted;
         self.hooks_inserted += changes.hooks_inserted;
+        self.hooks_moved += changes.hooks_moved;
         self.marked_rules_deleted += changes.marked_rules_deleted;
     }
 

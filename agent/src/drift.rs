@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::render::{CHAIN_PREFIX, COMMENT_PREFIX, DesiredTable};
+use crate::render::{CHAIN_PREFIX, COMMENT_PREFIX, DesiredTable, Hook};
 
 /// Our part of the kernel's filter table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct MarkedRule {
     pub hash: String,
     /// The rule as saved, after `-A <chain> `: replayed verbatim after `-D <chain> ` to delete it.
     pub spec: String,
+    /// Where the rule is in its chain, counting every rule (ours and foreign) from 0.
+    pub position: usize,
 }
 
 pub fn is_owned_chain(name: &str) -> bool {
@@ -33,6 +35,7 @@ pub fn is_owned_chain(name: &str) -> bool {
 
 pub fn parse_save(text: &str) -> KernelTable {
     let mut table = KernelTable::default();
+    let mut foreign_rules_seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut in_filter = false;
     for line in text.lines() {
         if let Some(name) = line.strip_prefix('*') {
@@ -52,8 +55,18 @@ pub fn parse_save(text: &str) -> KernelTable {
             let hash = comment_hash(spec);
             if is_owned_chain(chain) {
                 table.chains.entry(chain.to_string()).or_default().push(hash);
-            } else if let Some(hash) = hash {
-                table.marked_foreign_rules.push(MarkedRule { chain: chain.to_string(), hash, spec: spec.to_string() });
+                continue;
+            }
+            let seen = foreign_rules_seen.entry(chain.to_string()).or_default();
+            let position = *seen;
+            *seen += 1;
+            if let Some(hash) = hash {
+                table.marked_foreign_rules.push(MarkedRule {
+                    chain: chain.to_string(),
+                    hash,
+                    spec: spec.to_string(),
+                    position,
+                });
             }
         }
     }
@@ -78,12 +91,14 @@ pub struct TableChanges {
     pub chains_written: usize,
     pub chains_deleted: usize,
     pub hooks_inserted: usize,
+    /// Hooks found below a foreign rule, moved back to the top of their chain.
+    pub hooks_moved: usize,
     pub marked_rules_deleted: usize,
 }
 
 impl TableChanges {
     pub fn repairs(&self) -> usize {
-        self.chains_written + self.chains_deleted + self.hooks_inserted + self.marked_rules_deleted
+        self.chains_written + self.chains_deleted + self.hooks_inserted + self.hooks_moved + self.marked_rules_deleted
     }
 }
 
@@ -116,18 +131,32 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
     }
     changes.chains_written = changed.len();
 
+    // Each kernel chain has one hook and it must be the chain's first rule: a foreign rule above it
+    // (`iptables -I FORWARD 1 -j ACCEPT`, a firewall reload) decides before we do and voids every
+    // policy. A hook elsewhere is deleted and inserted at the top again, in the same transaction.
     let mut kept_hooks: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut moved_hooks: Vec<&Hook> = Vec::new();
     for rule in &kernel.marked_foreign_rules {
-        let wanted = desired.hooks.iter().any(|hook| hook.kernel_chain == rule.chain && hook.hash == rule.hash);
+        let wanted = desired.hooks.iter().find(|hook| hook.kernel_chain == rule.chain && hook.hash == rule.hash);
         let seen = kept_hooks.entry((rule.chain.as_str(), rule.hash.as_str())).or_default();
         *seen += 1;
-        if !wanted || *seen > 1 {
-            body.push(format!("-D {} {}", rule.chain, rule.spec));
-            changes.marked_rules_deleted += 1;
+        match wanted {
+            Some(hook) if *seen == 1 && rule.position != 0 => {
+                body.push(format!("-D {} {}", rule.chain, rule.spec));
+                moved_hooks.push(hook);
+            }
+            Some(_) if *seen == 1 => {}
+            _ => {
+                body.push(format!("-D {} {}", rule.chain, rule.spec));
+                changes.marked_rules_deleted += 1;
+            }
         }
     }
     for hook in &desired.hooks {
-        if !kept_hooks.contains_key(&(hook.kernel_chain, hook.hash.as_str())) {
+        if moved_hooks.contains(&hook) {
+            body.push(hook.insert_line());
+            changes.hooks_moved += 1;
+        } else if !kept_hooks.contains_key(&(hook.kernel_chain, hook.hash.as_str())) {
             body.push(hook.insert_line());
             changes.hooks_inserted += 1;
         }

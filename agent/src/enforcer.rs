@@ -44,8 +44,9 @@ impl Enforcer {
         }
     }
 
-    /// Makes the kernel enforce `plan`. On failure the previous rules stay in force (each restore
-    /// is atomic) and nothing is persisted.
+    /// Makes the kernel enforce `plan`. On failure the previous rules stay in force, tightened at
+    /// most (the applier orders its batches for that; see [`crate::apply`]), and nothing is
+    /// persisted.
     pub async fn enforce(&mut self, plan: &NodePlan) -> Result<(), ApplyError> {
         let rendered = render(plan, &self.render_config);
         let result = self.applier.sync(&rendered).await;

@@ -401,6 +401,14 @@ pub fn plan_changes(
     previous_roles: &BTreeMap<String, SetRoles>,
 ) -> IpSetChanges {
     let mut changes = IpSetChanges::default();
+    // `ipset restore` is not atomic: a batch that fails at line 5 has applied lines 1 to 4, and a
+    // crash can fall between two batches. A temporary left behind that way is referenced by no
+    // rule and no list, and its header may differ from the one the next swap creates (then every
+    // later `create` of it fails): destroy every leftover temporary before anything else.
+    for name in kernel.keys().filter(|name| is_temporary_name(name)) {
+        changes.sets_destroyed += 1;
+        changes.before.push_str(&format!("destroy {name}\n"));
+    }
     for spec in desired.in_creation_order() {
         let name = &spec.name;
         let isolation = is_isolation_set(name);
@@ -448,7 +456,7 @@ pub fn plan_changes(
     // A set cannot be destroyed while a list holds it: lists go first.
     let (lists, plain): (Vec<_>, Vec<_>) = kernel
         .iter()
-        .filter(|(name, _)| !desired.contains(name))
+        .filter(|(name, _)| !desired.contains(name) && !is_temporary_name(name))
         .partition(|(_, set)| set.set_type == SetType::ListSet.ipset_type());
     for (name, _) in lists.into_iter().chain(plain) {
         changes.sets_destroyed += 1;
@@ -473,6 +481,12 @@ fn member_key(member: &Member) -> String {
         Member::Net { net, .. } => net.to_string(),
         other => other.to_string(),
     }
+}
+
+/// Whether `name` is one of our swap temporaries ([`temporary_name`]). Our other names are
+/// `pal4-<letter>-…` or `pal4-iso-…`, so none starts with `pal4-tmp`.
+fn is_temporary_name(name: &str) -> bool {
+    Family::ALL.iter().any(|family| name.strip_prefix(family.set_prefix()).is_some_and(|rest| rest.starts_with("tmp")))
 }
 
 /// Our names are at most 23 characters, so the 3-character infix keeps temporaries within 31.

@@ -230,3 +230,49 @@ async fn nomatch_flag_flip_updates_in_place() {
     assert!(sets.contains("add pal4-n-000000000000b10c 198.18.0.0/15\n"), "{sets}");
     assert!(!sets.contains("198.18.0.0/15 nomatch"));
 }
+
+#[tokio::test]
+async fn a_foreign_rule_above_our_hook_is_drift_and_the_hook_goes_back_first() {
+    let netns = Netns::new();
+    install_foreign_state(&netns);
+    let rendered = render(&sample_plan(), &render_config());
+    let mut applier = netns.applier();
+    applier.sync(&rendered).await.expect("install");
+
+    // What a firewalld reload or an admin's quick fix does: an ACCEPT before everything.
+    netns.sh("iptables -I FORWARD 1 -j ACCEPT");
+    let report = applier.check_and_repair(&rendered).await.expect("repair");
+    assert_eq!(report.hooks_moved, 1, "{report:?}");
+    assert_eq!(report.differences(), 1, "{report:?}");
+
+    let saved = netns.sh("iptables-save -t filter");
+    let forward: Vec<&str> = saved.lines().filter(|line| line.starts_with("-A FORWARD ")).collect();
+    assert!(forward[0].ends_with("-j PAL-FORWARD"), "FORWARD starts with {:?}", forward[0]);
+    assert_eq!(forward[1], "-A FORWARD -j ACCEPT", "the foreign rule stays, after our hook: {forward:?}");
+    assert_eq!(forward.iter().filter(|line| line.ends_with("-j PAL-FORWARD")).count(), 1);
+
+    let again = applier.check_and_repair(&rendered).await.expect("second check");
+    assert_eq!(again.differences(), 0, "{again:?}");
+}
+
+#[tokio::test]
+async fn a_leftover_temporary_set_with_another_header_does_not_wedge_sync() {
+    let netns = Netns::new();
+    let mut applier = netns.applier();
+    let rendered = render(&sample_plan(), &render_config());
+    applier.sync(&rendered).await.expect("install");
+    // A crash between two ipset batches: the live set was recreated with another header (so the
+    // next sync swaps it), and the temporary of that swap was left behind with yet another header.
+    netns.sh(
+        "ipset create pal4-tmpx hash:ip maxelem 16 && ipset swap pal4-tmpx pal4-iso-in && ipset destroy pal4-tmpx && \
+         ipset create pal4-tmpiso-in hash:net maxelem 8 && ipset add pal4-tmpiso-in 198.18.200.0/24",
+    );
+    let report = applier.check_and_repair(&rendered).await.expect("a stale temporary must not fail the sync");
+    assert_eq!(report.sets_swapped, 1, "{report:?}");
+    let sets = netns.sh("ipset list -n");
+    assert!(!sets.contains("tmp"), "no temporary is left: {sets}");
+    let live = netns.sh("ipset save pal4-iso-in");
+    assert!(live.contains("maxelem 65536") && live.contains("add pal4-iso-in 198.18.1.10"), "{live}");
+    assert!(!live.contains("198.18.200.0"), "nothing of the stale temporary leaks in: {live}");
+    assert_eq!(applier.check_and_repair(&rendered).await.expect("second check").differences(), 0);
+}

@@ -1,6 +1,7 @@
 //! The upstream suites end to end: every case of the Kubernetes Netpol suite and of the
 //! ClusterNetworkPolicy conformance suite, replayed on one shared stack per suite (reset between
-//! cases), with real packets (SCTP: at the rule level).
+//! cases), with real packets (SCTP: at the rule level). `PALISADE_E2E_CASE=<text>` runs only the
+//! cases whose name contains the text (for debugging one case).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -8,7 +9,10 @@ use std::time::Instant;
 use palisade_conformance::Suite;
 use palisade_e2e::Stack;
 
-async fn run_suite(suite: Suite) {
+async fn run_suite(mut suite: Suite) {
+    if let Ok(filter) = std::env::var("PALISADE_E2E_CASE") {
+        suite.cases.retain(|case| case.name.contains(&filter));
+    }
     let started = Instant::now();
     let mut stack = Stack::start(&suite.model).await.unwrap_or_else(|e| panic!("stack start: {e}"));
     eprintln!(
