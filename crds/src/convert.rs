@@ -24,6 +24,16 @@ pub enum ConvertError {
     UnsupportedValue { kind: &'static str, object: String, field: String, value: String },
 }
 
+impl ConvertError {
+    /// The field path the error is about.
+    pub fn field(&self) -> String {
+        match self {
+            ConvertError::MissingField { field, .. } => (*field).to_owned(),
+            ConvertError::UnsupportedValue { field, .. } => field.clone(),
+        }
+    }
+}
+
 /// `namespace/name` (or what is known of it) for error messages.
 fn describe(meta: &ObjectMeta) -> String {
     let name = meta.name.as_deref().unwrap_or("<unnamed>");
@@ -155,6 +165,28 @@ fn protocol(name: &str) -> Option<m::Protocol> {
 const CLUSTER_NETWORK_POLICY: &str = "ClusterNetworkPolicy";
 
 pub fn cluster_network_policy(cnp: &ClusterNetworkPolicy) -> Result<m::ClusterNetworkPolicy, ConvertError> {
+    convert_cluster_network_policy(cnp, UnknownAction::Refuse)
+}
+
+/// What to enforce for a ClusterNetworkPolicy that [`cluster_network_policy`] refuses and that was
+/// never accepted: its fail-closed stand-in ([`m::Policy::fail_closed_stand_in`]), reading an
+/// action this version does not know as Deny (the closed side). `None` when even that cannot be
+/// read (an unknown tier, a missing name): then nothing is enforced and status says so.
+pub fn cluster_network_policy_stand_in(cnp: &ClusterNetworkPolicy) -> Option<m::Policy> {
+    let read = convert_cluster_network_policy(cnp, UnknownAction::ReadAsDeny).ok()?;
+    Some(m::Policy::Cluster(read).fail_closed_stand_in())
+}
+
+#[derive(Clone, Copy)]
+enum UnknownAction {
+    Refuse,
+    ReadAsDeny,
+}
+
+fn convert_cluster_network_policy(
+    cnp: &ClusterNetworkPolicy,
+    unknown_action: UnknownAction,
+) -> Result<m::ClusterNetworkPolicy, ConvertError> {
     let meta = &cnp.metadata;
     let name = required(CLUSTER_NETWORK_POLICY, meta, &meta.name, "metadata.name")?;
     let unsupported = |field: String, value: &str| ConvertError::UnsupportedValue {
@@ -173,7 +205,10 @@ pub fn cluster_network_policy(cnp: &ClusterNetworkPolicy) -> Result<m::ClusterNe
         cnp::RuleAction::Accept => Ok(m::CnpAction::Accept),
         cnp::RuleAction::Deny => Ok(m::CnpAction::Deny),
         cnp::RuleAction::Pass => Ok(m::CnpAction::Pass),
-        cnp::RuleAction::Unknown(value) => Err(unsupported(format!("spec.{direction}[{index}].action"), value)),
+        cnp::RuleAction::Unknown(value) => match unknown_action {
+            UnknownAction::Refuse => Err(unsupported(format!("spec.{direction}[{index}].action"), value)),
+            UnknownAction::ReadAsDeny => Ok(m::CnpAction::Deny),
+        },
     };
     let ingress = spec
         .ingress

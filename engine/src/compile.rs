@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PolicyError, PolicyWarning};
 use crate::groups::{GroupDefinition, Member, rule_set_id};
 use crate::index::PodIndex;
-use crate::model::{Cluster, Namespace, Node, Pod, PodKey, Policy, PolicyRef};
+use crate::model::{Cluster, Namespace, Node, Pod, PodKey, Policy, PolicyRef, Revision};
 use crate::plan::{
     Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch, Rule,
     RuleSet, RuleSetId,
@@ -68,10 +68,42 @@ pub struct Engine {
     subjects_of_pod: BTreeMap<PodKey, BTreeSet<PolicyRef>>,
 }
 
+/// What the engine enforces for one policy ([`Engine::enforcement`]), with the revision in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Enforcement {
+    /// The newest version, accepted.
+    Current(Revision),
+    /// The newest version is refused; this earlier, accepted revision stays in force.
+    LastAccepted(Revision),
+    /// Refused and never accepted: the fail-closed stand-in of this revision is in force.
+    FailClosed(Revision),
+    /// Refused, never accepted, and no stand-in could be read: nothing is in force.
+    Nothing,
+}
+
+impl Enforcement {
+    /// The revision whose rules are in force, if any.
+    pub fn revision(&self) -> Option<&Revision> {
+        match self {
+            Enforcement::Current(revision)
+            | Enforcement::LastAccepted(revision)
+            | Enforcement::FailClosed(revision) => Some(revision),
+            Enforcement::Nothing => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InstalledAs {
+    Accepted,
+    FailClosedStandIn,
+}
+
 /// A valid policy in force, with its compiled rule sets and its resolved subject.
 #[derive(Clone, Debug)]
 struct Installed {
     policy: ValidPolicy,
+    installed_as: InstalledAs,
     rule_sets: BTreeMap<Direction, CompiledRuleSet>,
     subject_pods: BTreeSet<PodKey>,
     /// Number of subject pods per node: the nodes whose plans use this policy's rule sets and groups.
@@ -229,26 +261,59 @@ impl Engine {
     // Policy events
     // -----------------------------------------------------------------------------------------
 
-    /// Installs or replaces a policy. An invalid policy is quarantined: its errors are reported by
-    /// [`Engine::errors`] and it enforces nothing. The previous valid version of the same policy is
-    /// dropped as well, because the new spec is what its owner wants now; keeping the old rules
-    /// would enforce something nobody asked for any more, and the error makes the gap visible.
+    /// Installs or replaces a policy. An invalid policy is refused (see [`Engine::refuse_policy`]):
+    /// its errors are reported by [`Engine::errors`], and what stays in force fails closed.
     pub fn upsert_policy(&mut self, policy: Policy) -> Delta {
-        let reference = policy.reference();
-        let mut delta = Delta::default();
-        let old = self.uninstall(&reference, &mut delta);
         match validate(&policy) {
             Ok(validated) => {
+                let reference = policy.reference();
+                let mut delta = Delta::default();
+                let old = self.uninstall(&reference, &mut delta);
                 if !validated.warnings.is_empty() {
                     self.warnings.insert(reference.clone(), validated.warnings);
                 }
-                self.install(validated.policy, &mut delta);
+                self.install(validated.policy, InstalledAs::Accepted, &mut delta);
+                self.settle_policy_change(&reference, old, delta)
             }
             Err(errors) => {
-                self.quarantined.insert(reference.clone(), errors);
+                let stand_in = policy.fail_closed_stand_in();
+                self.refuse_policy(policy.reference(), errors, Some(stand_in))
             }
         }
+    }
+
+    /// Refuses the newest version of a policy (invalid, or unreadable by the caller's conversion)
+    /// and fails closed: an accepted earlier version stays in force until a valid one arrives (an
+    /// Admin Deny with a typo must not start allowing what it denied); a policy never accepted
+    /// enforces `stand_in` ([`Policy::fail_closed_stand_in`]) if that validates, else nothing.
+    pub fn refuse_policy(&mut self, reference: PolicyRef, errors: Vec<PolicyError>, stand_in: Option<Policy>) -> Delta {
+        let mut delta = Delta::default();
+        if self.installed.get(&reference).is_some_and(|installed| installed.installed_as == InstalledAs::Accepted) {
+            self.quarantined.insert(reference, errors);
+            return delta;
+        }
+        let old = self.uninstall(&reference, &mut delta);
+        if let Some(Ok(validated)) = stand_in.as_ref().map(validate)
+            && validated.policy.reference == reference
+        {
+            self.install(validated.policy, InstalledAs::FailClosedStandIn, &mut delta);
+        }
+        self.quarantined.insert(reference.clone(), errors);
         self.settle_policy_change(&reference, old, delta)
+    }
+
+    /// What is in force for a policy the engine has seen, and of which revision.
+    pub fn enforcement(&self, reference: &PolicyRef) -> Option<Enforcement> {
+        let refused = self.quarantined.contains_key(reference);
+        match self.installed.get(reference) {
+            Some(installed) => Some(match (installed.installed_as, refused) {
+                (InstalledAs::Accepted, false) => Enforcement::Current(installed.policy.revision.clone()),
+                (InstalledAs::Accepted, true) => Enforcement::LastAccepted(installed.policy.revision.clone()),
+                (InstalledAs::FailClosedStandIn, _) => Enforcement::FailClosed(installed.policy.revision.clone()),
+            }),
+            None if refused => Some(Enforcement::Nothing),
+            None => None,
+        }
     }
 
     pub fn remove_policy(&mut self, reference: &PolicyRef) -> Delta {
@@ -282,7 +347,7 @@ impl Engine {
         Some(old)
     }
 
-    fn install(&mut self, policy: ValidPolicy, delta: &mut Delta) {
+    fn install(&mut self, policy: ValidPolicy, installed_as: InstalledAs, delta: &mut Delta) {
         let reference = policy.reference.clone();
         let mut rule_sets = BTreeMap::new();
         for direction in [Direction::Ingress, Direction::Egress] {
@@ -301,8 +366,13 @@ impl Engine {
             rule_sets.insert(direction, CompiledRuleSet { id: rule_set_id(&reference, direction), rule_set, groups });
         }
 
-        let mut installed =
-            Installed { policy, rule_sets, subject_pods: BTreeSet::new(), subject_nodes: BTreeMap::new() };
+        let mut installed = Installed {
+            policy,
+            installed_as,
+            rule_sets,
+            subject_pods: BTreeSet::new(),
+            subject_nodes: BTreeMap::new(),
+        };
         for key in self.pods.candidates(&installed.policy.subject, &self.cluster) {
             let Some(pod) = self.cluster.pods.get(key) else { continue };
             if installed.policy.subject.selects(pod, self.cluster.namespaces.get(&key.namespace)) {

@@ -28,6 +28,6 @@ pub mod selector;
 pub mod validate;
 pub mod verdict;
 
-pub use compile::{Compiled, Delta, Engine, compile};
+pub use compile::{Compiled, Delta, Enforcement, Engine, compile};
 pub use error::{PolicyError, PolicyWarning};
 pub use evaluate::{PlanEvaluator, evaluate};

@@ -219,6 +219,65 @@ impl Policy {
             Policy::Cluster(p) => &p.revision,
         }
     }
+
+    /// What Palisade enforces for a policy that is refused and never had an accepted version:
+    /// the closed side of everything it could have said, for the pods it names.
+    ///
+    /// - A ClusterNetworkPolicy keeps its tier, priority and subject; each direction with a Deny or
+    ///   Pass rule becomes one Deny of every peer, port and protocol (Pass may end in a deny below
+    ///   it, so denying is the superset of both); Accept rules are dropped.
+    /// - A NetworkPolicy keeps its pod selector and isolates those pods in the directions it
+    ///   names (or would default to), allowing nothing: its rules only ever allow.
+    ///
+    /// A stand-in that itself fails validation (the subject or the selector is what is wrong)
+    /// enforces nothing: the pods it would cover cannot be known, and denying every pod of the
+    /// cluster for one typo would be an outage, not a safe default.
+    pub fn fail_closed_stand_in(&self) -> Policy {
+        match self {
+            Policy::Network(np) => {
+                let mut directions = Vec::new();
+                match &np.policy_types {
+                    Some(types) => {
+                        directions.extend(types.iter().filter(|t| !matches!(t, PolicyType::Unknown(_))).cloned())
+                    }
+                    None => {
+                        directions.push(PolicyType::Ingress);
+                        if !np.egress.is_empty() {
+                            directions.push(PolicyType::Egress);
+                        }
+                    }
+                }
+                if directions.is_empty() {
+                    directions = vec![PolicyType::Ingress, PolicyType::Egress];
+                }
+                Policy::Network(NetworkPolicy {
+                    policy_types: Some(directions),
+                    ingress: Vec::new(),
+                    egress: Vec::new(),
+                    ..np.clone()
+                })
+            }
+            Policy::Cluster(cnp) => {
+                let deny_all = |rules: &[CnpRule]| -> Vec<CnpRule> {
+                    if rules.iter().any(|rule| rule.action != CnpAction::Accept) {
+                        vec![CnpRule {
+                            name: Some("palisade-fail-closed".into()),
+                            action: CnpAction::Deny,
+                            peers: vec![CnpPeer::Unknown],
+                            protocols: None,
+                        }]
+                    } else {
+                        Vec::new()
+                    }
+                };
+                Policy::Cluster(ClusterNetworkPolicy {
+                    ingress: deny_all(&cnp.ingress),
+                    egress: deny_all(&cnp.egress),
+                    ..cnp.clone()
+                })
+            }
+        }
+    }
 }
 
 /// `networking.k8s.io/v1` NetworkPolicy, field for field.

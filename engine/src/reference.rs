@@ -4,12 +4,13 @@
 
 use std::net::IpAddr;
 
-use crate::model::{Cluster, Pod, Policy, Protocol};
+use crate::model::{Cluster, Pod, Policy, PolicyRef, Protocol};
 use crate::plan::{Action, Direction};
-use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate_all};
+use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate, validate_all};
 use crate::verdict::{Decision, Flow, Reason, Verdict};
 
-/// Judges one flow against the cluster and the policies. Invalid policies are ignored entirely.
+/// Judges one flow against the cluster and the policies. An invalid policy enforces its
+/// fail-closed stand-in ([`Policy::fail_closed_stand_in`]) if that is valid, else nothing.
 pub fn verdict(cluster: &Cluster, policies: &[Policy], flow: &Flow) -> Verdict {
     Reference::new(cluster, policies).verdict(flow)
 }
@@ -22,7 +23,27 @@ pub struct Reference<'a> {
 
 impl<'a> Reference<'a> {
     pub fn new(cluster: &'a Cluster, policies: &[Policy]) -> Self {
-        let (valid, _errors, _warnings) = validate_all(policies);
+        // The list may hold several versions of one policy, oldest first. In force is the newest
+        // valid version; when there is none, the newest version's fail-closed stand-in.
+        let mut versions: Vec<(PolicyRef, Vec<&Policy>)> = Vec::new();
+        for policy in policies {
+            let reference = policy.reference();
+            match versions.iter_mut().find(|(seen, _)| *seen == reference) {
+                Some((_, list)) => list.push(policy),
+                None => versions.push((reference, vec![policy])),
+            }
+        }
+        let in_force: Vec<Policy> = versions
+            .into_iter()
+            .filter_map(|(_, list)| {
+                let newest_valid = list.iter().rev().find(|policy| validate(policy).is_ok());
+                match newest_valid {
+                    Some(policy) => Some((*policy).clone()),
+                    None => list.last().map(|policy| policy.fail_closed_stand_in()),
+                }
+            })
+            .collect();
+        let (valid, _errors, _warnings) = validate_all(&in_force);
         Reference { cluster, policies: valid }
     }
 

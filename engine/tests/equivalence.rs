@@ -9,6 +9,7 @@ use common::*;
 use palisade_engine::model::{Cluster, Policy, PolicyRef};
 use palisade_engine::plan::NodePlan;
 use palisade_engine::reference::Reference;
+use palisade_engine::validate::validate;
 use palisade_engine::{Engine, PlanEvaluator, compile};
 use proptest::prelude::*;
 
@@ -104,6 +105,9 @@ proptest! {
         let mut cluster = random_cluster(&mut rng);
         let mut policies: BTreeMap<PolicyRef, Policy> =
             random_policies(&mut rng).into_iter().map(|p| (p.reference(), p)).collect();
+        // What a fresh compile must reproduce: for a policy whose newest version is refused, the
+        // last accepted version stays in force (the engine fails closed), so history matters.
+        let mut in_force = policies.clone();
         let mut engine = Engine::with_cluster(cluster.clone());
         for policy in policies.values() {
             engine.upsert_policy(policy.clone());
@@ -119,15 +123,30 @@ proptest! {
                 Event::RemoveNamespace(name) => { cluster.namespaces.remove(&name); engine.remove_namespace(&name) }
                 Event::UpsertNode(node) => { cluster.nodes.insert(node.name.clone(), node.clone()); engine.upsert_node(node) }
                 Event::RemoveNode(name) => { cluster.nodes.remove(&name); engine.remove_node(&name) }
-                Event::UpsertPolicy(policy) => { policies.insert(policy.reference(), policy.clone()); engine.upsert_policy(policy) }
-                Event::RemovePolicy(reference) => { policies.remove(&reference); engine.remove_policy(&reference) }
+                Event::UpsertPolicy(policy) => {
+                    let reference = policy.reference();
+                    let keeps_accepted = validate(&policy).is_err()
+                        && in_force.get(&reference).is_some_and(|held| validate(held).is_ok());
+                    if !keeps_accepted {
+                        in_force.insert(reference.clone(), policy.clone());
+                    }
+                    policies.insert(reference, policy.clone());
+                    engine.upsert_policy(policy)
+                }
+                Event::RemovePolicy(reference) => {
+                    policies.remove(&reference);
+                    in_force.remove(&reference);
+                    engine.remove_policy(&reference)
+                }
             };
-            let all: Vec<Policy> = policies.values().cloned().collect();
-            let fresh = compile(&cluster, &all);
+            let held: Vec<Policy> = in_force.values().cloned().collect();
+            let fresh = compile(&cluster, &held);
             let after = engine.node_plans();
             prop_assert_eq!(&after, &fresh.plans, "after {:?}", event);
+            // The errors are those of the newest versions, whatever stays in force.
+            let newest: Vec<Policy> = policies.values().cloned().collect();
             let mut errors = engine.errors();
-            let mut fresh_errors = fresh.errors.clone();
+            let mut fresh_errors = compile(&cluster, &newest).errors;
             errors.sort_by_key(|e| e.to_string());
             fresh_errors.sort_by_key(|e| e.to_string());
             prop_assert_eq!(errors, fresh_errors);

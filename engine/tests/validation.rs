@@ -266,17 +266,23 @@ fn invalid_policies_are_quarantined_and_the_rest_still_compile() {
     assert_eq!(compiled.errors.len(), 1);
     assert_eq!(compiled.errors[0].policy, bad.reference());
     let plan = &compiled.plans["n1"];
-    assert_eq!(plan.rule_sets.len(), 1);
-    assert_eq!(plan.rule_sets.values().next().unwrap().policy, good.reference());
+    // The good policy compiled; the bad one, never accepted, enforces its fail-closed stand-in
+    // (isolation with no allowance), which carries no rule of its own.
+    let by_policy: Vec<_> = plan.rule_sets.values().map(|rule_set| rule_set.policy.clone()).collect();
+    assert!(by_policy.contains(&good.reference()), "{by_policy:?}");
+    let stand_in = plan.rule_sets.values().find(|rule_set| rule_set.policy == bad.reference()).expect("a stand-in");
+    assert!(stand_in.rules.is_empty(), "{stand_in:?}");
 
-    // A valid version replaced by an invalid one is dropped, not kept running.
+    // A valid version replaced by an invalid one stays in force (fail closed); the error says why.
     let mut engine = Engine::with_cluster(w);
     let mut version = np("ns", "bad", LabelSelector::default());
     engine.upsert_policy(Policy::Network(version.clone()));
-    assert_eq!(engine.node_plan("n1").rule_sets.len(), 1);
+    let accepted = engine.node_plan("n1");
+    assert_eq!(accepted.rule_sets.len(), 1);
     version.policy_types = Some(vec![PolicyType::Unknown("x".into())]);
+    version.revision.generation = 2;
     let delta = engine.upsert_policy(Policy::Network(version.clone()));
-    assert!(delta.affected_nodes.contains("n1"));
-    assert_eq!(engine.node_plan("n1").rule_sets.len(), 0);
+    assert!(delta.affected_nodes.is_empty(), "nothing in force changed: {delta:?}");
+    assert_eq!(engine.node_plan("n1"), accepted);
     assert_eq!(engine.errors_of(&Policy::Network(version).reference()).len(), 1);
 }

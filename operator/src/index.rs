@@ -20,7 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use palisade_crds::ClusterNetworkPolicy;
 use palisade_crds::convert::{self, ConvertError};
 use palisade_engine::model::{PodKey, Policy, PolicyKind, PolicyRef, Revision};
-use palisade_engine::{Delta, Engine};
+use palisade_engine::{Delta, Engine, PolicyError};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -215,14 +215,15 @@ impl Index {
         self.dirty_nodes.extend(delta.affected_nodes);
     }
 
-    /// Installs a policy, or records why it could not be converted (and withdraws any older
-    /// version from the engine, as the engine does for an invalid one: the new spec is what the
-    /// owner wants now).
+    /// Installs a policy, or records why it could not be converted and refuses it in the engine,
+    /// which fails closed as for an invalid one: the last accepted version stays in force, or
+    /// `stand_in` for a policy never accepted ([`Engine::refuse_policy`]).
     fn upsert_policy(
         &mut self,
         reference: PolicyRef,
         revision: Revision,
         converted: Result<Policy, ConvertError>,
+        stand_in: impl FnOnce() -> Option<Policy>,
     ) -> Result<(), ConvertError> {
         self.dirty_policies.insert(reference.clone());
         match converted {
@@ -235,7 +236,9 @@ impl Index {
             Err(error) => {
                 self.policies
                     .insert(reference.clone(), PolicyRecord { revision, conversion_error: Some(error.to_string()) });
-                let delta = self.engine.remove_policy(&reference);
+                let refusal =
+                    PolicyError { policy: reference.clone(), field: error.field(), message: error.to_string() };
+                let delta = self.engine.refuse_policy(reference, vec![refusal], stand_in());
                 self.absorb(delta);
                 Err(error)
             }
@@ -309,7 +312,8 @@ impl Watched for NetworkPolicy {
     fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
         let Some(key) = Self::key_of(self) else { return Ok(()) };
         let converted = convert::network_policy(self).map(Policy::Network);
-        index.upsert_policy(policy_ref(Self::KIND, &key), revision_of(&self.metadata), converted)
+        // Conversion only fails on missing metadata, which leaves nothing to stand in for.
+        index.upsert_policy(policy_ref(Self::KIND, &key), revision_of(&self.metadata), converted, || None)
     }
 }
 
@@ -319,7 +323,8 @@ impl Watched for ClusterNetworkPolicy {
     fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
         let Some(key) = Self::key_of(self) else { return Ok(()) };
         let converted = convert::cluster_network_policy(self).map(Policy::Cluster);
-        index.upsert_policy(policy_ref(Self::KIND, &key), revision_of(&self.metadata), converted)
+        let stand_in = || convert::cluster_network_policy_stand_in(self);
+        index.upsert_policy(policy_ref(Self::KIND, &key), revision_of(&self.metadata), converted, stand_in)
     }
 }
 

@@ -23,6 +23,7 @@ use kube::{Api, Client};
 use palisade_crds::conditions::{self, reasons};
 use palisade_crds::policy_status::{FIRST_ERRORS_LIMIT, NodeError};
 use palisade_crds::{ClusterNetworkPolicy, PolicyEnforcementStatus, PolicyStatus};
+use palisade_engine::Enforcement;
 use palisade_engine::model::{PolicyKind, PolicyRef};
 use serde_json::json;
 use tokio::sync::watch;
@@ -117,6 +118,8 @@ struct Facts {
     conversion_error: Option<String>,
     errors: Vec<String>,
     warnings: Vec<String>,
+    /// What is in force: the newest version, the last accepted one, a stand-in, or nothing.
+    enforcement: Enforcement,
     selected_pods: usize,
     nodes_desired: usize,
     nodes_realized: usize,
@@ -379,14 +382,19 @@ impl StatusWriter {
             .filter(|w| &w.policy == policy)
             .map(|w| format!("{}: {}", w.field, w.message))
             .collect();
+        let Some(enforcement) = index.engine().enforcement(policy) else {
+            tracing::error!(%policy, "bug: a known policy the engine has never seen; status not written");
+            return None;
+        };
         drop(index);
+        let enforced_revision = enforcement.revision().cloned();
         let span = self.distribution.lock().span(policy).cloned().unwrap_or_default();
         let (nodes_realized, failures) = self.realization.with(|table| {
             let mut realized = 0;
             let mut failures = Vec::new();
             for node in span.desired_nodes() {
                 let Some(entry) = table.get(node) else { continue };
-                if entry.realized.get(policy) == Some(&record.revision) {
+                if enforced_revision.is_some() && entry.realized.get(policy) == enforced_revision.as_ref() {
                     realized += 1;
                 } else if let Some(error) = &entry.failure
                     && failures.len() < FIRST_ERRORS_LIMIT
@@ -402,6 +410,7 @@ impl StatusWriter {
             conversion_error: record.conversion_error.clone(),
             errors,
             warnings,
+            enforcement,
             selected_pods: span.selected_pods(),
             nodes_desired: span.pods_per_node.len(),
             nodes_realized,
@@ -467,16 +476,34 @@ fn desired_conditions(policy: &PolicyRef, facts: &Facts) -> Vec<Condition> {
         condition(conditions::ACCEPTED, true, reasons::ACCEPTED, "the policy is valid and compiled".into())
     };
     let accepted_ok = accepted.status == conditions::STATUS_TRUE;
+    // A refused version never lifts what is in force: say which rules the nodes enforce.
+    let in_force = match &facts.enforcement {
+        Enforcement::Current(_) => String::new(),
+        Enforcement::LastAccepted(revision) => {
+            format!("generation {} is refused; enforcing generation {}, the last accepted: ", facts.generation, revision.generation)
+        }
+        Enforcement::FailClosed(_) => {
+            "refused and never accepted; enforcing its fail-closed stand-in (Deny for its subjects where it has Deny or Pass rules, isolation for a NetworkPolicy): ".to_owned()
+        }
+        Enforcement::Nothing => String::new(),
+    };
     let (m, n) = (facts.nodes_desired, facts.nodes_realized);
-    let realized = if !accepted_ok {
-        condition(conditions::REALIZED, false, reasons::INVALID, "not enforced: the policy is not accepted".into())
+    let realized = if facts.enforcement == Enforcement::Nothing {
+        condition(
+            conditions::REALIZED,
+            false,
+            reasons::INVALID,
+            "not enforced: the policy is not accepted and no fail-closed stand-in could be read".into(),
+        )
     } else if m == 0 {
         condition(
             conditions::REALIZED,
-            true,
-            reasons::NO_SELECTED_PODS,
-            "no scheduled pod is selected; nothing to enforce".into(),
+            accepted_ok,
+            if accepted_ok { reasons::NO_SELECTED_PODS } else { reasons::INVALID },
+            format!("{in_force}no scheduled pod is selected; nothing to enforce"),
         )
+    } else if !accepted_ok {
+        condition(conditions::REALIZED, false, reasons::INVALID, format!("{in_force}realized on {n} of {m} nodes"))
     } else if n == m {
         condition(conditions::REALIZED, true, reasons::REALIZED, format!("realized on {n} of {m} nodes"))
     } else if !facts.failures.is_empty() {

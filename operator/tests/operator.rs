@@ -375,6 +375,34 @@ async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
             .is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
     })
     .await;
+
+    // Breaking it again must not lift its Deny: generation 2 stays in force while 3 is refused,
+    // and status says which generation the nodes enforce.
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .patch(bad_name, &PatchParams::apply("test").force(), &Patch::Apply(bad(json!([]))))
+        .await
+        .expect("break");
+    eventually("the broken edit refused, generation 2 named as enforced", || async move {
+        let accepted = cnp_condition(harness, bad_name, conditions::ACCEPTED).await;
+        let realized = cnp_condition(harness, bad_name, conditions::REALIZED).await;
+        accepted.is_some_and(|c| c.status == "False" && c.observed_generation == Some(3))
+            && realized.is_some_and(|c| c.message.contains("enforcing generation 2, the last accepted"))
+    })
+    .await;
+    // Plan messages arrive in order: once a later change is in the agent's plan, a withdrawal of
+    // generation 2 would have arrived before it.
+    let sentinel = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": { "name": "sentinel" },
+        "spec": { "podSelector": {}, "policyTypes": ["Egress"] },
+    });
+    create_network_policy(harness, &scene.app, sentinel).await;
+    agent.until("carry the sentinel policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "sentinel")).await;
+    assert_eq!(
+        policy_generation(agent.plan.as_ref().expect("plan"), PolicyKind::ClusterNetworkPolicy, bad_name),
+        Some(2),
+        "the agent still enforces the last accepted generation"
+    );
     agent.close().await;
     operator.shutdown().await.expect("clean shutdown");
 }
