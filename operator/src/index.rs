@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use palisade_crds::ClusterNetworkPolicy;
@@ -374,8 +373,9 @@ impl SharedIndex {
     }
 }
 
-/// Runs all five watchers until `shutdown`. Watch errors are retried with backoff, forever:
-/// the index must never stop following the cluster.
+/// Runs all five watchers until `shutdown`. Watch errors are retried forever, an expired
+/// resource version with a fresh list at once ([`crate::watch::follow`]): the index must never
+/// stop following the cluster.
 pub async fn run_watchers(client: Client, index: Arc<SharedIndex>, metrics: Metrics, shutdown: CancellationToken) {
     let pods = watch_kind(Api::<Pod>::all(client.clone()), index.clone(), metrics.clone());
     let namespaces = watch_kind(Api::<Namespace>::all(client.clone()), index.clone(), metrics.clone());
@@ -389,12 +389,11 @@ pub async fn run_watchers(client: Client, index: Arc<SharedIndex>, metrics: Metr
 }
 
 async fn watch_kind<K: Watched>(api: Api<K>, index: Arc<SharedIndex>, metrics: Metrics) {
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = std::pin::pin!(crate::watch::follow(K::KIND.as_str(), move || {
+        watcher(api.clone(), watcher::Config::default()).boxed()
+    }));
     while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => index.apply(event, &metrics),
-            Err(error) => tracing::warn!(kind = K::KIND.as_str(), %error, "watch failed; retrying with backoff"),
-        }
+        index.apply(event, &metrics);
     }
 }
 

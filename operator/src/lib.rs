@@ -12,6 +12,7 @@
 //!   ConfigMap per node, so the leader counts agents connected to any replica.
 //! - [`status`]: per-policy conditions and PolicyStatus objects, written only on change.
 //! - [`leader`]: the Lease that decides which replica writes status.
+//! - [`watch`]: following the API server through outages (fresh list on 410, capped retries).
 //!
 //! RBAC the operator needs. Cluster-wide: `pods`, `namespaces`, `nodes`, `networkpolicies`,
 //! `clusternetworkpolicies` list/watch; `clusternetworkpolicies/status` patch; `policystatuses`
@@ -32,6 +33,7 @@ pub mod realization;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +85,11 @@ pub struct Timings {
     pub status_full_reconcile: Duration,
     /// How often the serving certificate's files are checked for a rotation.
     pub tls_reload: Duration,
+    /// How often each agent is pinged (its pongs prove the connection alive).
+    pub stream_ping_interval: Duration,
+    /// An agent connection that delivered nothing for this long is closed; also the bound on
+    /// every send to an agent.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -92,6 +99,8 @@ impl Default for Timings {
             status_flush: Duration::from_millis(200),
             status_full_reconcile: Duration::from_secs(30),
             tls_reload: Duration::from_secs(10),
+            stream_ping_interval: palisade_protocol::DEFAULT_PING_INTERVAL,
+            stream_idle_timeout: palisade_protocol::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -275,6 +284,8 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
         dirty,
         authenticator,
         metrics: metrics.clone(),
+        ping_interval: config.timings.stream_ping_interval,
+        idle_timeout: config.timings.stream_idle_timeout,
         shutdown: shutdown.clone(),
     };
     let stream_app = server::stream_router(stream_state);

@@ -27,7 +27,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
 use palisade_engine::model::{PolicyRef, Revision};
@@ -201,8 +200,10 @@ pub struct Sharing {
 pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
     let Sharing { client, namespace, table, outbox, dirty, index, distribution, is_leader, retry_interval } = sharing;
     let api = Api::<ConfigMap>::namespaced(client, &namespace);
-    let mut events =
-        watcher(api.clone(), watcher::Config::default().labels(&format!("{LABEL}=true"))).default_backoff().boxed();
+    let watched = api.clone();
+    let mut events = std::pin::pin!(crate::watch::follow("realization ConfigMaps", move || {
+        watcher(watched.clone(), watcher::Config::default().labels(&format!("{LABEL}=true"))).boxed()
+    }));
     // The nodes that have a ConfigMap (from the watch), with its creation time; and what this
     // replica last wrote that the watch has not contradicted: a report equal to it needs no write.
     let mut seen: BTreeMap<String, Option<k8s_openapi::jiff::Timestamp>> = BTreeMap::new();
@@ -234,9 +235,8 @@ pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             event = events.next() => match event {
                 None => return,
-                Some(Err(error)) => tracing::warn!(%error, "realization ConfigMap watch failed; retrying with backoff"),
-                Some(Ok(Event::Init)) => relisted = Some(BTreeSet::new()),
-                Some(Ok(Event::InitApply(object) | Event::Apply(object))) => {
+                Some(Event::Init) => relisted = Some(BTreeSet::new()),
+                Some(Event::InitApply(object) | Event::Apply(object)) => {
                     let Some((node, realization)) = parse(&object) else { continue };
                     if let Some(listed) = relisted.as_mut() {
                         listed.insert(node.clone());
@@ -247,14 +247,14 @@ pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
                     apply(&node, Some(realization));
                     seen.insert(node, object.metadata.creation_timestamp.as_ref().map(|t| t.0));
                 }
-                Some(Ok(Event::Delete(object))) => {
+                Some(Event::Delete(object)) => {
                     let Some((node, _)) = parse(&object) else { continue };
                     written.remove(&node);
                     if seen.remove(&node).is_some() {
                         apply(&node, None);
                     }
                 }
-                Some(Ok(Event::InitDone)) => {
+                Some(Event::InitDone) => {
                     // Deleted while the watch was down.
                     let listed = relisted.take().unwrap_or_default();
                     let gone: Vec<String> = seen.keys().filter(|node| !listed.contains(*node)).cloned().collect();

@@ -234,6 +234,11 @@ impl Stack {
         &self.plane
     }
 
+    /// For outages: stopping and starting the API server or etcd under the running stack.
+    pub fn plane_mut(&mut self) -> &mut ControlPlane {
+        &mut self.plane
+    }
+
     pub fn cluster(&self) -> &Arc<ModelCluster> {
         &self.cluster
     }

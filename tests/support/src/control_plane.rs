@@ -76,7 +76,39 @@ pub struct ControlPlane {
     kubeconfig_yaml: String,
     kubeconfig_path: PathBuf,
     state: StateFile,
+    /// How each process was started, so a test can stop and start it again (an outage).
+    etcd_launch: Launch,
+    apiserver_launch: Launch,
     dir: tempfile::TempDir,
+}
+
+/// A process's program and arguments, and where it logs.
+struct Launch {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self, state: &StateFile) -> Result<ManagedProcess> {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        // Never route the processes' own outbound calls (webhooks, etcd) through a proxy.
+        for variable in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            command.env_remove(variable);
+        }
+        let process = ManagedProcess::spawn(self.name, command, &self.log)?;
+        state.record_group(process.pid(), &process.comm())?;
+        Ok(process)
+    }
+}
+
+/// Which control-plane process an outage stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlaneProcess {
+    Etcd,
+    ApiServer,
 }
 
 static SHARED: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
@@ -159,10 +191,9 @@ impl ControlPlane {
         let (etcd_client, etcd_peer) = (free_port(loopback)?, free_port(loopback)?);
         let secure_port = free_port(options.bind_address)?;
 
-        let mut etcd_cmd = Command::new(assets.join("etcd"));
         let client_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
-        etcd_cmd.args([
+        let etcd_args = vec![
             "--name=palisade".to_string(),
             format!("--data-dir={}", path("etcd").display()),
             format!("--listen-client-urls={client_url}"),
@@ -172,15 +203,14 @@ impl ControlPlane {
             format!("--initial-cluster=palisade={peer_url}"),
             "--unsafe-no-fsync=true".to_string(),
             "--log-level=warn".to_string(),
-        ]);
-        let etcd = ManagedProcess::spawn("etcd", etcd_cmd, &path("etcd.log"))?;
-        state.record_group(etcd.pid(), &etcd.comm())?;
+        ];
+        let etcd_launch = Launch { name: "etcd", program: assets.join("etcd"), args: etcd_args, log: path("etcd.log") };
+        let etcd = etcd_launch.spawn(&state)?;
 
         let host = url_host(options.bind_address);
         let url = format!("https://{host}:{secure_port}");
-        let mut apiserver_cmd = Command::new(assets.join("kube-apiserver"));
         let file = |name: &str| path(name).display().to_string();
-        apiserver_cmd.args([
+        let mut apiserver_args = vec![
             format!("--etcd-servers={client_url}"),
             format!("--bind-address={}", options.bind_address),
             format!("--secure-port={secure_port}"),
@@ -200,24 +230,59 @@ impl ControlPlane {
             // No serviceaccount controller, so no `default` SA: the admission plugin would reject pods.
             "--disable-admission-plugins=ServiceAccount".to_string(),
             "--profiling=false".to_string(),
-        ]);
-        apiserver_cmd.args(&options.extra_apiserver_args);
-        // Never route the apiserver's own outbound calls (webhooks, etcd) through a proxy.
-        apiserver_cmd
-            .env_remove("HTTPS_PROXY")
-            .env_remove("HTTP_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("http_proxy");
-        let apiserver = ManagedProcess::spawn("kube-apiserver", apiserver_cmd, &path("apiserver.log"))?;
-        state.record_group(apiserver.pid(), &apiserver.comm())?;
+        ];
+        apiserver_args.extend(options.extra_apiserver_args.iter().cloned());
+        let apiserver_launch = Launch {
+            name: "kube-apiserver",
+            program: assets.join("kube-apiserver"),
+            args: apiserver_args,
+            log: path("apiserver.log"),
+        };
+        let apiserver = apiserver_launch.spawn(&state)?;
 
         let kubeconfig_yaml = kubeconfig(&url, &pki.ca_pem, &pki.admin, "palisade-admin");
         let kubeconfig_path = path("admin.kubeconfig");
         std::fs::write(&kubeconfig_path, &kubeconfig_yaml).map_err(io_at(&kubeconfig_path))?;
 
-        let mut plane = ControlPlane { apiserver, etcd, pki, url, kubeconfig_yaml, kubeconfig_path, state, dir };
+        let mut plane = ControlPlane {
+            apiserver,
+            etcd,
+            pki,
+            url,
+            kubeconfig_yaml,
+            kubeconfig_path,
+            state,
+            etcd_launch,
+            apiserver_launch,
+            dir,
+        };
         plane.wait_ready(started).await?;
         Ok(plane)
+    }
+
+    /// Stops one process (SIGTERM, then SIGKILL after 5 s): the start of an outage.
+    pub fn stop(&mut self, process: PlaneProcess) {
+        match process {
+            PlaneProcess::Etcd => self.etcd.terminate(Duration::from_secs(5)),
+            PlaneProcess::ApiServer => self.apiserver.terminate(Duration::from_secs(5)),
+        }
+    }
+
+    /// Starts a stopped process again, on the same ports and data, and waits until the API
+    /// server is ready. Its log continues in `<name>.restarted.log`.
+    pub async fn start_again(&mut self, process: PlaneProcess) -> Result<()> {
+        let started = Instant::now();
+        let launch = match process {
+            PlaneProcess::Etcd => &mut self.etcd_launch,
+            PlaneProcess::ApiServer => &mut self.apiserver_launch,
+        };
+        launch.log = launch.log.with_extension("restarted.log");
+        let spawned = launch.spawn(&self.state)?;
+        match process {
+            PlaneProcess::Etcd => self.etcd = spawned,
+            PlaneProcess::ApiServer => self.apiserver = spawned,
+        }
+        self.wait_ready(started).await
     }
 
     async fn wait_ready(&mut self, started: Instant) -> Result<()> {

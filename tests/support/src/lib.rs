@@ -71,7 +71,7 @@ pub use cluster::{
     mark_pod_running, probe_binary,
 };
 pub use control_plane::{
-    APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions, SERVICE_CIDR, assets_dir, write_private,
+    APISERVER_SERVICE_IP, ControlPlane, ControlPlaneOptions, PlaneProcess, SERVICE_CIDR, assets_dir, write_private,
 };
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
