@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// Longest wait between reconnects and between retries of a rejected plan.
     pub max_backoff: Duration,
+    /// A plan stream that delivers nothing (not even the operator's pings) for this long is dead:
+    /// the agent closes it and reconnects. Also the bound on every send.
+    pub stream_idle_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -71,6 +74,7 @@ impl AgentConfig {
             health_addr: SocketAddr::from(([0, 0, 0, 0], 9102)),
             resync_interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(10),
+            stream_idle_timeout: palisade_protocol::DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -157,12 +161,12 @@ impl Agent {
         let stream = tokio::spawn({
             let status = status.clone();
             let node = config.node.clone();
-            let max_backoff = config.max_backoff;
+            let (max_backoff, idle_timeout) = (config.max_backoff, config.stream_idle_timeout);
             async move {
                 if let Some(Err(error)) = enforcer.lock().await.restore_persisted().await {
                     tracing::error!(%error, "the persisted plan was rejected; waiting for the operator");
                 }
-                follow_operator(endpoint, node, enforcer, status, max_backoff, stopped).await;
+                follow_operator(endpoint, node, enforcer, status, max_backoff, idle_timeout, stopped).await;
             }
         });
         Ok(Agent { health_addr, status, stop, tasks: vec![stream, repair, health] })
@@ -239,6 +243,7 @@ async fn follow_operator(
     enforcer: Arc<Mutex<Enforcer>>,
     status: Arc<Status>,
     max_backoff: Duration,
+    idle_timeout: Duration,
     stopped: watch::Receiver<bool>,
 ) {
     let mut reconnect = Backoff::new(max_backoff);
@@ -253,7 +258,8 @@ async fn follow_operator(
             Ok(mut connection) => {
                 status.set_connected(true);
                 tracing::info!(url = %endpoint.url, "plan stream open");
-                let mut session = Session { node: &node, enforcer: &enforcer, max_backoff, received_snapshot: false };
+                let mut session =
+                    Session { node: &node, enforcer: &enforcer, max_backoff, idle_timeout, received_snapshot: false };
                 let ended = tokio::select! {
                     _ = &mut stop => None,
                     ended = session.follow(&mut connection) => Some(ended),
@@ -288,6 +294,7 @@ struct Session<'a> {
     node: &'a str,
     enforcer: &'a Mutex<Enforcer>,
     max_backoff: Duration,
+    idle_timeout: Duration,
     received_snapshot: bool,
 }
 
@@ -297,18 +304,25 @@ impl Session<'_> {
         let mut plans = PlanSession::default();
         let mut retry = Backoff::new(self.max_backoff);
         let mut retry_at: Option<Instant> = None;
+        let mut last_frame = Instant::now();
         loop {
             let version = tokio::select! {
+                // Frames first: after a long apply, waiting frames count before the idle check.
+                biased;
                 frame = connection.next() => match self.receive(frame, &mut plans) {
                     Ok(Some(version)) => version,
                     Ok(None) => continue,
                     Err(error) => return error,
                 },
+                _ = tokio::time::sleep_until(last_frame + self.idle_timeout) => {
+                    return StreamError::Silent { seconds: self.idle_timeout.as_secs() };
+                }
                 _ = sleep_until_some(retry_at) => match plans.plan() {
                     Some((version, _)) => version,
                     None => { retry_at = None; continue }
                 },
             };
+            last_frame = Instant::now();
             // Coalesce: fold every frame that is already waiting before touching the kernel.
             let mut version = version;
             while let Some(frame) = connection.next().now_or_never() {
@@ -339,8 +353,10 @@ impl Session<'_> {
                     }
                 }
             };
-            if let Err(error) = connection.send(Message::text(encode(&reply))).await {
-                return StreamError::WebSocket(Box::new(error));
+            match tokio::time::timeout(self.idle_timeout, connection.send(Message::text(encode(&reply)))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return StreamError::WebSocket(Box::new(error)),
+                Err(_) => return StreamError::Silent { seconds: self.idle_timeout.as_secs() },
             }
         }
     }

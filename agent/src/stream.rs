@@ -32,6 +32,8 @@ pub enum StreamError {
     WebSocket(#[from] Box<tungstenite::Error>),
     #[error("operator closed the plan stream")]
     Closed,
+    #[error("the plan stream was silent for {seconds} s (no ping, no message, or a send that did not complete)")]
+    Silent { seconds: u64 },
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     #[error("delta from version {base} but this agent holds {held:?}; reconnecting for a snapshot")]
@@ -85,8 +87,12 @@ pub async fn connect(endpoint: &Endpoint) -> Result<PlanStream, StreamError> {
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
     request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
 
+    let limits = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(palisade_protocol::MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(palisade_protocol::MAX_FRAME_BYTES));
     let connected =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(Connector::Rustls(tls))).await;
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(limits), true, Some(Connector::Rustls(tls)))
+            .await;
     let (stream, response) = match connected {
         Ok(connected) => connected,
         Err(tungstenite::Error::Http(response)) => {

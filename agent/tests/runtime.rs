@@ -298,3 +298,30 @@ async fn a_corrupt_persisted_plan_is_ignored_and_a_rejected_plan_is_reported_fai
     assert!(!metrics.contains("palisade_agent_restore_errors_total 0"), "{metrics}");
     agent.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_operator_is_left_and_the_agent_reconnects() {
+    let netns = Netns::new();
+    let dir = temp_dir("silent");
+    let mut operator = FakeOperator::start(&dir).await;
+    let config = AgentConfig {
+        stream_idle_timeout: Duration::from_secs(2),
+        ..agent_config(&netns, &dir, operator.addr, &operator.ca_file)
+    };
+    let agent = Agent::start(config).await.expect("start");
+
+    let mut first = operator.next_subscription().await;
+    first.send(OperatorMessage::snapshot(1, sample_plan())).await;
+    assert!(matches!(first.reply().await, AgentMessage::Realized { version: 1, .. }));
+
+    // The operator side now says nothing and reads nothing, while the connection stays open:
+    // from the agent, exactly a half-open connection (no FIN, no RST, no pings). The agent must
+    // take it for dead and subscribe again, keeping its rules in force meanwhile.
+    let mut second = operator.next_subscription().await;
+    assert!(owned_chains(&netns).contains("PAL-INGRESS"), "the rules stayed in force");
+    second.send(OperatorMessage::snapshot(1, plan_with_extra_client())).await;
+    assert!(matches!(second.reply().await, AgentMessage::Realized { version: 1, .. }));
+    assert!(netns.owned_sets().contains("198.18.2.99"), "the new connection's plan is enforced");
+    drop(first);
+    agent.shutdown().await.expect("shutdown");
+}

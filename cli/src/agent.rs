@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// Seconds between drift checks (the kernel is read back and repaired).
     #[arg(long, env = "PALISADE_RESYNC_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     resync_seconds: u64,
+
+    /// Seconds without any frame from the operator (its pings included) after which the plan
+    /// stream counts as dead and the agent reconnects; also the bound on each report sent. The
+    /// operator pings at least three times as often (`--stream-ping-interval-seconds`).
+    #[arg(long, env = "PALISADE_STREAM_IDLE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    stream_idle_timeout_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +106,7 @@ impl RunArgs {
             ipv6: !self.no_ipv6,
             health_addr: self.health_address,
             resync_interval: Duration::from_secs(self.resync_seconds),
+            stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_seconds),
             ..AgentConfig::new(self.node, self.operator)
         }
     }

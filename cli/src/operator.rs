@@ -53,6 +53,15 @@ pub struct OperatorArgs {
     /// Milliseconds to wait after a cluster change for the rest of a burst before sending plans.
     #[arg(long, env = "PALISADE_PLAN_DEBOUNCE_MS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     plan_debounce_ms: u64,
+
+    /// Seconds between pings to each agent on its plan stream.
+    #[arg(long, env = "PALISADE_STREAM_PING_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    stream_ping_interval_seconds: u64,
+
+    /// Seconds without any frame from an agent (its pongs included) after which its stream is
+    /// closed; also the bound on each send. At least twice the ping interval.
+    #[arg(long, env = "PALISADE_STREAM_IDLE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    stream_idle_timeout_seconds: u64,
 }
 
 fn parse_service_account(text: &str) -> Result<ServiceAccountRef, String> {
@@ -65,11 +74,19 @@ fn parse_service_account(text: &str) -> Result<ServiceAccountRef, String> {
 }
 
 impl OperatorArgs {
-    fn into_config(self) -> OperatorConfig {
+    fn into_config(self) -> anyhow::Result<OperatorConfig> {
+        if self.stream_idle_timeout_seconds < 2 * self.stream_ping_interval_seconds {
+            anyhow::bail!(
+                "--stream-idle-timeout-seconds ({}) must be at least twice --stream-ping-interval-seconds ({}), \
+                 or a live agent between two pings looks dead",
+                self.stream_idle_timeout_seconds,
+                self.stream_ping_interval_seconds
+            );
+        }
         let mut lease = LeaseConfig::new(self.lease_name, self.lease_namespace);
         lease.duration = Duration::from_secs(self.lease_duration_seconds);
         lease.grace = Duration::from_secs((self.lease_duration_seconds / 3).max(1));
-        OperatorConfig {
+        Ok(OperatorConfig {
             kubeconfig: self.kubeconfig,
             stream_address: self.stream_address,
             tls_certificate: self.tls_cert,
@@ -78,13 +95,18 @@ impl OperatorArgs {
             agent_service_account: self.agent_service_account,
             lease,
             identity: self.identity,
-            timings: Timings { plan_debounce: Duration::from_millis(self.plan_debounce_ms), ..Timings::default() },
-        }
+            timings: Timings {
+                plan_debounce: Duration::from_millis(self.plan_debounce_ms),
+                stream_ping_interval: Duration::from_secs(self.stream_ping_interval_seconds),
+                stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_seconds),
+                ..Timings::default()
+            },
+        })
     }
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    palisade_operator::run(args.into_config()).await.context("the operator failed")
+    palisade_operator::run(args.into_config()?).await.context("the operator failed")
 }
 
 #[cfg(test)]
@@ -113,7 +135,8 @@ mod tests {
 
     #[test]
     fn parses_flags_into_a_config() {
-        let config = Wrapper::try_parse_from(REQUIRED).expect("valid flags").args.into_config();
+        let config =
+            Wrapper::try_parse_from(REQUIRED).expect("valid flags").args.into_config().expect("a consistent config");
         assert_eq!(
             config.agent_service_account,
             ServiceAccountRef { namespace: "palisade".into(), name: "agent".into() }
@@ -132,5 +155,9 @@ mod tests {
         args.extend(["--stream-address", "nowhere"]);
         let error = Wrapper::try_parse_from(args).expect_err("invalid address").to_string();
         assert!(error.contains("--stream-address"), "{error}");
+        let mut args: Vec<&str> = REQUIRED.to_vec();
+        args.extend(["--stream-ping-interval-seconds", "10", "--stream-idle-timeout-seconds", "15"]);
+        let error = Wrapper::try_parse_from(args).expect("each flag parses").args.into_config().expect_err("too tight");
+        assert!(error.to_string().contains("--stream-idle-timeout-seconds"), "{error}");
     }
 }

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -15,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use palisade_engine::plan::NodePlan;
-use palisade_protocol::{AgentMessage, OperatorMessage, SUBPROTOCOL};
+use palisade_protocol::{AgentMessage, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, OperatorMessage, SUBPROTOCOL};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, Authenticator};
@@ -34,6 +35,9 @@ pub struct StreamState {
     pub dirty: Arc<DirtyPolicies>,
     pub authenticator: Arc<Authenticator>,
     pub metrics: Metrics,
+    /// Liveness (`docs/protocol.md`): ping this often, drop a connection silent for `idle_timeout`.
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
     pub shutdown: CancellationToken,
 }
 
@@ -68,6 +72,7 @@ async fn subscribe(
         };
         return (status, format!("{error}\n")).into_response();
     }
+    let upgrade = upgrade.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_FRAME_BYTES);
     upgrade.protocols([SUBPROTOCOL]).on_upgrade(move |socket| async move {
         state.metrics.connected_agents.inc();
         tracing::info!(%node, "agent connected");
@@ -78,8 +83,19 @@ async fn subscribe(
     })
 }
 
-/// Streams `node`'s plan until the agent leaves or the operator shuts down.
-async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> Result<(), axum::Error> {
+/// Why an agent's stream ended, other than the agent leaving.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error(transparent)]
+    Socket(#[from] axum::Error),
+    #[error("nothing received for {0:?} (no pong, no report): the connection is dead or the agent is stuck")]
+    Silent(Duration),
+    #[error("a send did not complete within {0:?}: the agent does not read")]
+    SendTimedOut(Duration),
+}
+
+/// Streams `node`'s plan until the agent leaves, falls silent, or the operator shuts down.
+async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> Result<(), StreamEnd> {
     // A plan from an incomplete index could drop rules or peers; wait for the first full sync.
     let mut ready = state.distribution.ready();
     let became_ready = tokio::select! {
@@ -87,7 +103,7 @@ async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> 
         result = ready.wait_for(|ready| *ready) => result.is_ok(),
     };
     if !became_ready {
-        return socket.send(Message::Close(None)).await;
+        return Ok(socket.send(Message::Close(None)).await?);
     }
     let mut plans = state.distribution.subscribe(node, &state.dirty);
     let mut sent: Arc<NodePlan> = plans.borrow_and_update().clone();
@@ -96,9 +112,17 @@ async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> 
     // After a failed apply the agent's plan is not at our last version: the next change goes
     // out as a snapshot, which the agent can always apply from.
     let mut snapshot_next = false;
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + state.ping_interval, state.ping_interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_received = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return socket.send(Message::Close(None)).await,
+            _ = state.shutdown.cancelled() => return Ok(socket.send(Message::Close(None)).await?),
+            _ = tokio::time::sleep_until(last_received + state.idle_timeout) => {
+                let _ = tokio::time::timeout(state.ping_interval, socket.send(Message::Close(None))).await;
+                return Err(StreamEnd::Silent(state.idle_timeout));
+            }
+            _ = pings.tick() => send_frame(&mut socket, Message::Ping(Default::default()), state).await?,
             changed = plans.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -119,9 +143,9 @@ async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> 
                 }
                 sent = newest;
             }
-            message = socket.recv() => match message {
+            message = socket.recv() => match message.inspect(|_| last_received = tokio::time::Instant::now()) {
                 None | Some(Ok(Message::Close(_))) => return Ok(()),
-                Some(Err(error)) => return Err(error),
+                Some(Err(error)) => return Err(error.into()),
                 Some(Ok(Message::Text(text))) => match AgentMessage::decode(text.as_str()) {
                     Ok(AgentMessage::Realized { policies, .. }) => {
                         let changed = state.realization.realized(node, policies);
@@ -138,7 +162,7 @@ async fn serve_agent(mut socket: WebSocket, node: &str, state: &StreamState) -> 
                     }
                     Err(error) => tracing::warn!(%node, %error, "ignoring an unreadable agent message"),
                 },
-                // Pings are answered by the WebSocket layer; binary frames are not part of v1.
+                // Pongs prove liveness (counted below); binary frames are not part of v1.
                 Some(Ok(_)) => {}
             },
         }
@@ -152,10 +176,19 @@ fn share(node: &str, state: &StreamState) {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &OperatorMessage, state: &StreamState) -> Result<(), axum::Error> {
-    socket.send(Message::Text(palisade_protocol::encode(message).into())).await?;
+async fn send(socket: &mut WebSocket, message: &OperatorMessage, state: &StreamState) -> Result<(), StreamEnd> {
+    send_frame(socket, Message::Text(palisade_protocol::encode(message).into()), state).await?;
     state.metrics.plan_sends.inc();
     Ok(())
+}
+
+/// One frame, bounded by the idle timeout: an agent that stops reading fills its TCP window, and
+/// a send must not wait on it forever.
+async fn send_frame(socket: &mut WebSocket, frame: Message, state: &StreamState) -> Result<(), StreamEnd> {
+    match tokio::time::timeout(state.idle_timeout, socket.send(frame)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StreamEnd::SendTimedOut(state.idle_timeout)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -571,4 +573,32 @@ async fn a_rotated_serving_certificate_is_served_without_a_restart() {
     .await;
     assert!(harness.connect_trusting(new_ca, operator, &scene.n1, Some(token), true).await.is_ok());
     connected.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_pinged_then_dropped() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let operator = harness.start_operator("operator-0").await;
+    let token_n1 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+
+    // A live agent reads (and so answers pings): it stays connected across several idle timeouts.
+    let mut live = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("accepted");
+    live.next_message().await;
+    let pings = live.read_for(Duration::from_secs(7)).await;
+    assert!(pings >= 3, "the operator pings an agent that has nothing to receive ({pings} pings in 7 s)");
+    assert_eq!(operator_metric(&operator, "palisade_operator_connected_agents").await, 1.0);
+    live.close().await;
+
+    // A silent agent (connected, reading nothing, answering nothing: what a half-open connection
+    // looks like from the operator) must be dropped, not kept as connected forever.
+    let mut silent = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("accepted");
+    silent.next_message().await;
+    eventually("the silent agent to be dropped", || async {
+        operator_metric(&operator, "palisade_operator_connected_agents").await == 0.0
+    })
+    .await;
+    assert!(silent.closed_by_operator().await, "the operator closed the silent stream");
+    operator.shutdown().await.expect("clean shutdown");
 }

@@ -16,6 +16,21 @@ use thiserror::Error;
 /// The WebSocket subprotocol; a peer that does not offer it is refused.
 pub const SUBPROTOCOL: &str = "palisade.dev.plan-stream.v1";
 
+/// How often the operator pings each agent when it has nothing else to send, by default.
+pub const DEFAULT_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long either end waits without receiving a frame (a ping, its pong, or a message) before
+/// it takes the connection for dead and closes it, by default: three missed pings. The agent then
+/// reconnects; the same bound caps every send, so a stuck peer never blocks the other end.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Largest message either end accepts: a node plan with tens of thousands of rules and members
+/// fits many times over; anything larger is a bug or an attack and ends the connection.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Largest single WebSocket frame either end accepts.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
 /// Where an agent subscribes for its node.
 pub fn stream_path(node: &str) -> String {
     format!("/v1/nodes/{node}/plan")

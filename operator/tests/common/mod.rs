@@ -89,6 +89,9 @@ impl Harness {
             timings: Timings {
                 status_full_reconcile: Duration::from_secs(10),
                 tls_reload: Duration::from_millis(100),
+                // Short liveness bounds, so a silent agent is dropped within seconds.
+                stream_ping_interval: Duration::from_secs(1),
+                stream_idle_timeout: Duration::from_secs(3),
                 ..Timings::default()
             },
         }
@@ -289,6 +292,32 @@ impl Agent {
                 }
             }
             return message;
+        }
+    }
+
+    /// Reads every frame for `duration` (answering pings, as any reader does); returns how many
+    /// pings came.
+    pub async fn read_for(&mut self, duration: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut pings = 0;
+        while let Ok(frame) = tokio::time::timeout_at(deadline, self.socket.next()).await {
+            match frame {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => panic!("the stream ended while the agent was reading"),
+            }
+        }
+        pings
+    }
+
+    /// True once the operator closed the stream (reading whatever comes until then).
+    pub async fn closed_by_operator(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
         }
     }
 
