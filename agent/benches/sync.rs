@@ -240,7 +240,7 @@ fn synthetic_plan() -> NodePlan {
     }
     // A plan only carries what its local pods refer to; the renderer renders only that anyway,
     // but trim the groups so the ipset figures are honest.
-    let mut plan = NodePlan { node: "node-0".into(), pods, rule_sets, groups };
+    let mut plan = NodePlan { node: "node-0".into(), node_ips: Vec::new(), pods, rule_sets, groups };
     let used_sets: BTreeSet<_> = plan
         .pods
         .values()

@@ -10,11 +10,12 @@
 //!   [v6: neighbour discovery -j RETURN]       untracked ND must not hit the INVALID drop
 //!   ctstate INVALID -j DROP
 //!   -j PAL-EGRESS                             FORWARD, INPUT: egress of the source pod
-//!   -j PAL-INGRESS                            FORWARD, OUTPUT: ingress of the destination pod
+//!   -j PAL-INGRESS                            FORWARD: ingress of the destination pod (OUTPUT
+//!                                             is the node's own traffic, always allowed)
 //!   -j MARK --set-xmark 0/M                   leave the mark bit as we found it for other tools
 //! PAL-INGRESS (PAL-EGRESS mirrors it with src)
 //!   ! --match-set pal4-iso-in dst -j RETURN    open pods cost one rule
-//!   -s <node ip> -j RETURN                     kubelet probes (ingress only)
+//!   -s <node ip> -j RETURN                     the plan's node addresses (ingress only)
 //!   -d <pod ip> -g PAL-I-<hash(pod)>           goto: a RETURN in the pod chain means "allowed"
 //!   -j DROP                                    isolated but not programmed yet: fail closed
 //! PAL-I-<pod>
@@ -88,7 +89,8 @@ const MAX_MULTIPORT_SLOTS: usize = 15;
 pub struct RenderConfig {
     /// The single mark bit carrying "accepted" between chains; cleared before every use.
     pub mark: u32,
-    /// The node's own addresses: ingress from them (kubelet probes) is always allowed.
+    /// Overrides the plan's node addresses ([`NodePlan::node_ips`]) when not empty: ingress
+    /// from them (kubelet probes) is always allowed.
     pub node_ips: Vec<IpAddr>,
 }
 
@@ -342,7 +344,10 @@ impl FamilyRenderer<'_> {
         let layout: [(&str, &[&str]); 3] = [
             (FORWARD_CHAIN, &[EGRESS_DISPATCH, INGRESS_DISPATCH]),
             (INPUT_CHAIN, &[EGRESS_DISPATCH]),
-            (OUTPUT_CHAIN, &[INGRESS_DISPATCH]),
+            // Packets in OUTPUT leave a host process: they are the node's, whatever host address
+            // they carry (a CNI bridge address, say), and ingress from the node is always allowed.
+            // So OUTPUT judges nothing beyond conntrack state.
+            (OUTPUT_CHAIN, &[]),
         ];
         for (chain, dispatches) in layout {
             self.push(chain, "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN");
@@ -369,7 +374,8 @@ impl FamilyRenderer<'_> {
         let mut isolated_ips = BTreeSet::new();
         self.push(dispatch, format!("-m set ! --match-set {isolation} {side} -j RETURN"));
         if direction == Direction::Ingress {
-            let node_ips: BTreeSet<&IpAddr> = cfg.node_ips.iter().filter(|ip| Family::of(ip) == self.family).collect();
+            let configured = if cfg.node_ips.is_empty() { &self.plan.node_ips } else { &cfg.node_ips };
+            let node_ips: BTreeSet<&IpAddr> = configured.iter().filter(|ip| Family::of(ip) == self.family).collect();
             for ip in node_ips {
                 self.push(dispatch, format!("-s {} -j RETURN", host(ip)));
             }

@@ -93,6 +93,7 @@ fn topology() -> Topology {
     Topology { node, client, server }
 }
 
+/// The node addresses come from the override here (the flag path); other tests take them from the plan.
 fn config() -> RenderConfig {
     RenderConfig { node_ips: vec![ip("198.18.1.1"), ip("198.18.2.1")], ..RenderConfig::default() }
 }
@@ -141,7 +142,7 @@ fn plan(allowed: &[&str], admin_deny_client: bool) -> NodePlan {
         },
     );
     pods.insert(pod("default", "client"), LocalPod { ips: vec![ip(CLIENT_IP)], ..LocalPod::default() });
-    NodePlan { node: "node-a".into(), pods, rule_sets, groups }
+    NodePlan { node: "node-a".into(), node_ips: Vec::new(), pods, rule_sets, groups }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,4 +166,28 @@ async fn plans_flip_real_tcp_connections() {
 
     applier.cleanup().await.expect("cleanup");
     assert!(connects(&topology.client.name, target), "cleanup restores connectivity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reaches_isolated_pods_from_any_host_address_without_a_node_ip_flag() {
+    let topology = topology();
+    // The Node object's InternalIP is on another interface than the one facing the pods (as a
+    // node's eth0 beside a CNI bridge): connections to pods leave from the bridge-side address.
+    topology
+        .node
+        .sh("ip link add internal0 type veth peer name internal1 && ip addr add 198.18.100.1/32 dev internal0");
+    let target: SocketAddr = format!("{SERVER_IP}:{PORT}").parse().expect("addr");
+    let _server = Server::start(&topology.server.name, target);
+    let mut isolated = plan(&[], false);
+    isolated.node_ips = vec![ip("198.18.100.1")];
+    let rendered = render(&isolated, &RenderConfig::default());
+    assert!(
+        rendered.v4.chains["PAL-INGRESS"].iter().any(|rule| rule.spec.contains("-s 198.18.100.1/32 -j RETURN")),
+        "the plan's node address is allowed without any flag"
+    );
+    let mut applier = topology.node.applier();
+    applier.sync(&rendered).await.expect("isolate the server");
+    assert!(!connects(&topology.client.name, target), "the server is isolated");
+    assert!(connects(&topology.node.name, target), "the node's own traffic (kubelet probes) is always allowed");
+    applier.cleanup().await.expect("cleanup");
 }

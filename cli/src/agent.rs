@@ -39,7 +39,8 @@ pub struct RunArgs {
     #[arg(long, env = "PALISADE_STATE_DIR", default_value = "/var/lib/palisade")]
     state_dir: PathBuf,
 
-    /// The node's own addresses (repeat or comma-separate); ingress from them is always allowed.
+    /// Overrides the node's own addresses, which the plan carries from the Node object (repeat or
+    /// comma-separate); ingress from them is always allowed. Normally left unset.
     #[arg(long = "node-ip", env = "NODE_IPS", value_delimiter = ',')]
     node_ips: Vec<IpAddr>,
 

@@ -459,7 +459,8 @@ impl Engine {
 
     /// What `node` must enforce now. Pods are those scheduled there that are policy endpoints.
     pub fn node_plan(&self, node: &str) -> NodePlan {
-        let mut plan = NodePlan { node: node.to_string(), ..NodePlan::default() };
+        let node_ips = self.cluster.nodes.get(node).map(|known| known.ips.clone()).unwrap_or_default();
+        let mut plan = NodePlan { node: node.to_string(), node_ips, ..NodePlan::default() };
         for key in self.pods.on_node(node) {
             let Some(pod) = self.cluster.pods.get(key) else { continue };
             if !pod.is_policy_endpoint() {

@@ -48,6 +48,10 @@ pub enum Direction {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePlan {
     pub node: String,
+    /// The node's own addresses (its Node's InternalIP and ExternalIP): the agent always allows
+    /// ingress from them (kubelet probes). Part of the plan so no agent flag can forget them.
+    #[serde(default)]
+    pub node_ips: Vec<IpAddr>,
     /// Pods scheduled on this node that are not host-network, with their addresses.
     pub pods: BTreeMap<PodKey, LocalPod>,
     /// Only the rule sets some local pod refers to.
@@ -155,6 +159,9 @@ pub struct NetEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanDelta {
     pub node: String,
+    /// The node's addresses, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ips: Option<Vec<IpAddr>>,
     pub upserted_pods: BTreeMap<PodKey, LocalPod>,
     pub removed_pods: BTreeSet<PodKey>,
     pub upserted_rule_sets: BTreeMap<RuleSetId, RuleSet>,
@@ -171,6 +178,7 @@ impl NodePlan {
         let (upserted_groups, removed_groups) = diff_maps(&old.groups, &new.groups);
         PlanDelta {
             node: new.node.clone(),
+            node_ips: (old.node_ips != new.node_ips).then(|| new.node_ips.clone()),
             upserted_pods,
             removed_pods,
             upserted_rule_sets,
@@ -183,7 +191,8 @@ impl NodePlan {
 
 impl PlanDelta {
     pub fn is_empty(&self) -> bool {
-        self.upserted_pods.is_empty()
+        self.node_ips.is_none()
+            && self.upserted_pods.is_empty()
             && self.removed_pods.is_empty()
             && self.upserted_rule_sets.is_empty()
             && self.removed_rule_sets.is_empty()
@@ -193,6 +202,9 @@ impl PlanDelta {
 
     pub fn apply(&self, plan: &mut NodePlan) {
         plan.node.clone_from(&self.node);
+        if let Some(node_ips) = &self.node_ips {
+            plan.node_ips.clone_from(node_ips);
+        }
         apply_to_map(&mut plan.pods, &self.upserted_pods, &self.removed_pods);
         apply_to_map(&mut plan.rule_sets, &self.upserted_rule_sets, &self.removed_rule_sets);
         apply_to_map(&mut plan.groups, &self.upserted_groups, &self.removed_groups);

@@ -240,9 +240,15 @@ pub fn sample_plan() -> NodePlan {
         pod("default", "db"),
         LocalPod { ips: vec![ip("198.18.1.30")], ingress: DirectionPlan::default(), egress: DirectionPlan::default() },
     );
-    NodePlan { node: "node-a".into(), pods, rule_sets, groups }
+    NodePlan { node: "node-a".into(), node_ips: node_ips(), pods, rule_sets, groups }
 }
 
+/// The node's addresses, as the operator puts them in the plan.
+pub fn node_ips() -> Vec<IpAddr> {
+    vec![ip("198.18.0.1"), ip("fd00:198:18::1")]
+}
+
+/// No override: the node addresses come from the plan.
 pub fn render_config() -> palisade_agent::RenderConfig {
-    palisade_agent::RenderConfig { node_ips: vec![ip("198.18.0.1"), ip("fd00:198:18::1")], ..Default::default() }
+    palisade_agent::RenderConfig::default()
 }

@@ -95,7 +95,6 @@ pub struct NodeAgent {
     pub health_address: SocketAddr,
     pub state_dir: PathBuf,
     token_file: PathBuf,
-    node_ips: Vec<IpAddr>,
     process: Option<Process>,
     log: PathBuf,
     starts: usize,
@@ -404,7 +403,6 @@ impl Stack {
             health_address: free_local_address()?,
             state_dir,
             token_file,
-            node_ips,
             process: None,
             log: dir.join("agent.log"),
             starts: 0,
@@ -429,9 +427,7 @@ impl Stack {
             .args(["--netns", &agent.node_object])
             .args(["--health-address", &agent.health_address.to_string()])
             .env("PALISADE_LOG", &self.options.log_filter);
-        for ip in &agent.node_ips {
-            command.args(["--node-ip", &ip.to_string()]);
-        }
+        // No --node-ip: the node's addresses reach the agent in its plan, from the Node object.
         Ok(Process::spawn(&format!("agent {}", agent.node), command, &agent.log)?)
     }
 
@@ -848,7 +844,6 @@ fn placeholder_agent() -> NodeAgent {
         health_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: PathBuf::new(),
         token_file: PathBuf::new(),
-        node_ips: Vec::new(),
         process: None,
         log: PathBuf::new(),
         starts: 0,
