@@ -128,6 +128,9 @@ pub struct Agent {
 impl Agent {
     /// Binds the health port and starts the agent's tasks; returns at once.
     pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        if config.operator.starts_with("https://") {
+            tracing::info!(operator = %config.operator, "the plan stream is a WebSocket over TLS: https:// is used as wss://");
+        }
         let endpoint = Endpoint {
             url: stream::stream_url(&config.operator, &config.node)?,
             token_file: config.token_file.clone(),

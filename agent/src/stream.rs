@@ -24,8 +24,8 @@ pub enum StreamError {
     Token { path: PathBuf, source: std::io::Error },
     #[error("cannot use the CA bundle {path}: {reason}")]
     CertificateAuthority { path: PathBuf, reason: String },
-    #[error("operator refused the plan stream with HTTP {status}")]
-    Refused { status: u16 },
+    #[error("operator refused the plan stream with HTTP {status}: {reason}")]
+    Refused { status: u16, reason: String },
     #[error("operator did not agree on subprotocol {SUBPROTOCOL} (answered {answered:?})")]
     Subprotocol { answered: Option<String> },
     #[error("plan stream: {0}")]
@@ -96,7 +96,14 @@ pub async fn connect(endpoint: &Endpoint) -> Result<PlanStream, StreamError> {
     let (stream, response) = match connected {
         Ok(connected) => connected,
         Err(tungstenite::Error::Http(response)) => {
-            return Err(StreamError::Refused { status: response.status().as_u16() });
+            // The operator says why in the body (wrong node, an unbound token, no TokenReview).
+            let reason = response
+                .body()
+                .as_deref()
+                .map(|body| String::from_utf8_lossy(body).trim().chars().take(512).collect::<String>())
+                .filter(|reason| !reason.is_empty())
+                .unwrap_or_else(|| "no reason given".to_owned());
+            return Err(StreamError::Refused { status: response.status().as_u16(), reason });
         }
         Err(error) => return Err(StreamError::WebSocket(Box::new(error))),
     };

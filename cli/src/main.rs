@@ -40,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .map_err(|error| anyhow::anyhow!("--log {:?} is not a valid filter: {error}", cli.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour codes only on a terminal: log files and collectors get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).init();
     match cli.command {
         Command::Operator(args) => operator::run(args).await,
         Command::Agent(command) => agent::run(command).await,

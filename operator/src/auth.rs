@@ -56,6 +56,9 @@ pub struct Authenticator {
     /// `system:serviceaccount:<namespace>:<name>` of the agents.
     agent_username: String,
     cache: Mutex<HashMap<String, (Instant, ReviewedIdentity)>>,
+    /// Why agents cannot be authenticated now (no right to create TokenReviews), if so. Until
+    /// the first check it says so too: readiness must not claim what was never verified.
+    unable: Mutex<Option<String>>,
 }
 
 impl Authenticator {
@@ -64,6 +67,65 @@ impl Authenticator {
             client,
             agent_username: format!("system:serviceaccount:{agent_namespace}:{agent_name}"),
             cache: Mutex::new(HashMap::new()),
+            unable: Mutex::new(Some("the TokenReview permission has not been checked yet".into())),
+        }
+    }
+
+    /// Why agents cannot be authenticated, if they cannot: `/readyz` fails with it.
+    pub fn unable(&self) -> Option<String> {
+        self.unable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn set_unable(&self, reason: Option<String>) {
+        let mut unable = self.unable.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *unable != reason {
+            match &reason {
+                Some(reason) => tracing::warn!(%reason, "agents cannot be authenticated; not ready"),
+                None => tracing::info!("agents can be authenticated (TokenReview create allowed)"),
+            }
+            *unable = reason;
+        }
+    }
+
+    /// Asks the API server whether this operator may create TokenReviews (a
+    /// SelfSubjectAccessReview), now and every `interval`, until `shutdown`.
+    pub async fn watch_permission(&self, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            self.check_permission().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    async fn check_permission(&self) {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some("authentication.k8s.io".into()),
+                    resource: Some("tokenreviews".into()),
+                    verb: Some("create".into()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        match Api::<SelfSubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => self.set_unable(None),
+            Ok(answer) => {
+                let why = answer.status.and_then(|status| status.reason).unwrap_or_default();
+                self.set_unable(Some(format!(
+                    "this operator may not create tokenreviews.authentication.k8s.io, so every agent would be refused{}",
+                    if why.is_empty() { String::new() } else { format!(" ({why})") }
+                )));
+            }
+            // The API server is unreachable: nothing new is known; keep the last answer.
+            Err(error) => tracing::debug!(%error, "could not check the TokenReview permission"),
         }
     }
 
@@ -103,7 +165,12 @@ impl Authenticator {
         let reviewed = Api::<TokenReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|error| AuthError::Unavailable(format!("TokenReview failed: {error}")))?;
+            .map_err(|error| {
+                if matches!(&error, kube::Error::Api(status) if status.code == 403) {
+                    self.set_unable(Some(format!("TokenReview create is forbidden: {error}")));
+                }
+                AuthError::Unavailable(format!("TokenReview failed: {error}"))
+            })?;
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             let reason = status.error.unwrap_or_else(|| "the API server did not authenticate the token".into());

@@ -74,6 +74,9 @@ pub struct ServiceAccountRef {
     pub name: String,
 }
 
+/// How often the operator re-checks that it may create TokenReviews (readiness depends on it).
+const PERMISSION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Tuning knobs; the defaults suit production, tests shorten some.
 #[derive(Clone, Debug)]
 pub struct Timings {
@@ -222,6 +225,13 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
 
     let mut tasks = JoinSet::new();
     tasks.spawn({
+        let (authenticator, shutdown) = (authenticator.clone(), shutdown.clone());
+        async move {
+            authenticator.watch_permission(PERMISSION_CHECK_INTERVAL, shutdown).await;
+            Ok(())
+        }
+    });
+    tasks.spawn({
         let (client, index, metrics, shutdown) = (client.clone(), index.clone(), metrics.clone(), shutdown.clone());
         async move {
             index::run_watchers(client, index, metrics, shutdown).await;
@@ -282,7 +292,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
         realization,
         outbox,
         dirty,
-        authenticator,
+        authenticator: authenticator.clone(),
         metrics: metrics.clone(),
         ping_interval: config.timings.stream_ping_interval,
         idle_timeout: config.timings.stream_idle_timeout,
@@ -307,7 +317,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
             serve_until(server.serve(stream_app.into_make_service()), stream_handle, shutdown, "plan stream").await
         }
     });
-    let probe_app = server::probe_router(distribution, &metrics);
+    let probe_app = server::probe_router(distribution, authenticator, &metrics);
     let probe_handle = axum_server::Handle::new();
     tasks.spawn({
         let (handle, shutdown) = (probe_handle.clone(), shutdown.clone());

@@ -198,11 +198,16 @@ async fn send_frame(socket: &mut WebSocket, frame: Message, state: &StreamState)
 #[derive(Clone)]
 struct ProbeState {
     distribution: Arc<SharedDistribution>,
+    authenticator: Arc<Authenticator>,
     registry: Arc<prometheus_client::registry::Registry>,
 }
 
-pub fn probe_router(distribution: Arc<SharedDistribution>, metrics: &Metrics) -> Router {
-    let state = ProbeState { distribution, registry: Arc::new(metrics.registry()) };
+pub fn probe_router(
+    distribution: Arc<SharedDistribution>,
+    authenticator: Arc<Authenticator>,
+    metrics: &Metrics,
+) -> Router {
+    let state = ProbeState { distribution, authenticator, registry: Arc::new(metrics.registry()) };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -210,11 +215,14 @@ pub fn probe_router(distribution: Arc<SharedDistribution>, metrics: &Metrics) ->
         .with_state(state)
 }
 
+/// Ready when plans can be served: the index synced, and agents can be authenticated.
 async fn readyz(State(state): State<ProbeState>) -> Response {
-    if *state.distribution.ready().borrow() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the index has not synced yet\n").into_response()
+    if !*state.distribution.ready().borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the index has not synced yet\n").into_response();
+    }
+    match state.authenticator.unable() {
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+        None => (StatusCode::OK, "ok\n").into_response(),
     }
 }
 

@@ -602,3 +602,45 @@ async fn a_silent_agent_is_pinged_then_dropped() {
     assert!(silent.closed_by_operator().await, "the operator closed the silent stream");
     operator.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_agents_cannot_be_authenticated() {
+    init_logging();
+    let harness = &Harness::start().await;
+    // An operator identity with every right it needs but `tokenreviews create`.
+    let account = "operator-without-tokenreviews";
+    let token = harness.token(&harness.system_namespace, account, None).await;
+    let role = format!("{}-{account}", harness.system_namespace);
+    let rules = json!([{
+        "apiGroups": ["", "networking.k8s.io", "policy.networking.k8s.io", "palisade.dev", "coordination.k8s.io", "events.k8s.io"],
+        "resources": ["*"], "verbs": ["*"],
+    }]);
+    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole =
+        serde_json::from_value(json!({ "metadata": { "name": role }, "rules": rules })).expect("role");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(harness.client.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await
+        .expect("create role");
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": role },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": harness.system_namespace }],
+    }))
+    .expect("binding");
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(harness.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create binding");
+    let kubeconfig = harness.dir.path().join("limited.kubeconfig");
+    std::fs::write(&kubeconfig, harness.plane.kubeconfig_for_token(&token)).expect("write kubeconfig");
+
+    let config =
+        palisade_operator::OperatorConfig { kubeconfig: Some(kubeconfig), ..harness.config("operator-limited") };
+    let operator = palisade_operator::start(config).await.expect("operator starts");
+    let probe = operator.probe_address;
+    eventually("/readyz to name the missing TokenReview permission", || async move {
+        http_get(probe, "/readyz").await.is_some_and(|(status, body)| status == 503 && body.contains("tokenreviews"))
+    })
+    .await;
+    operator.shutdown().await.expect("clean shutdown");
+}
