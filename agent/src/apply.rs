@@ -46,7 +46,8 @@ use std::collections::BTreeMap;
 use crate::drift::{self, TableChanges};
 use crate::exec::{Binaries, ExecError, Runner, blamed_line};
 use crate::ipset::{self, DesiredIpSets, IpSetChanges, SetRoles};
-use crate::render::{DesiredTable, Family, Rendered};
+use crate::names::Family;
+use crate::render::{DesiredTable, Rendered};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyConfig {

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::render::{CHAIN_PREFIX, COMMENT_PREFIX, DesiredTable, Hook};
+use crate::names::{CHAIN_PREFIX, COMMENT_PREFIX, Family};
+use crate::render::{DesiredTable, Hook};
 
 /// Our part of the kernel's filter table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -176,7 +177,7 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
 
 /// Removes every rule and chain we own: marked rules in foreign chains first, then our chains.
 pub fn plan_cleanup(kernel: &KernelTable) -> TableChanges {
-    let empty = DesiredTable { family: crate::render::Family::V4, chains: BTreeMap::new(), hooks: Vec::new() };
+    let empty = DesiredTable { family: Family::V4, chains: BTreeMap::new(), hooks: Vec::new() };
     plan_changes(&empty, kernel)
 }
 

@@ -26,7 +26,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use palisade_engine::model::Protocol;
 use palisade_engine::plan::{Direction, Group};
 
-use crate::render::{Family, isolation_set};
+use crate::names::{Family, isolation_set};
 
 /// Sets grow in powers of two from here; crossing it changes the header and triggers a swap.
 const MIN_MAXELEM: u32 = 65536;

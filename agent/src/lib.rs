@@ -1,6 +1,7 @@
 //! Palisade's node agent dataplane: a per-node [`NodePlan`](palisade_engine::plan::NodePlan)
 //! becomes iptables chains and ipsets.
 //!
+//! - [`names`]: families, chain and set names: what both the renderer and the ipset code name.
 //! - [`render`]: pure rendering of a plan into chains (per family) and ipsets; the chain layout is
 //!   documented there.
 //! - [`ipset`]: desired sets, reading `ipset save` back, and the member-level diff.
@@ -25,6 +26,7 @@ pub mod enforcer;
 pub mod exec;
 pub mod health;
 pub mod ipset;
+pub mod names;
 pub mod render;
 pub mod runtime;
 pub mod state;
@@ -33,5 +35,6 @@ pub mod stream;
 pub use apply::{Applier, ApplyConfig, ApplyError, Metrics, SyncReport};
 pub use exec::Binaries;
 pub use ipset::DesiredIpSets;
-pub use render::{Family, RenderConfig, Rendered, render};
+pub use names::Family;
+pub use render::{RenderConfig, Rendered, render};
 pub use runtime::{Agent, AgentConfig, AgentError, run};

@@ -75,11 +75,11 @@ use palisade_engine::plan::{
 use sha2::{Digest, Sha256};
 
 use crate::ipset::{DesiredIpSets, Member, SetRoles, SetSpec, SetType};
+use crate::names::{
+    ACCEPT_CHAIN, COMMENT_PREFIX, EGRESS_DISPATCH, FORWARD_CHAIN, Family, INGRESS_DISPATCH, INPUT_CHAIN, OUTPUT_CHAIN,
+    isolation_set,
+};
 
-/// Every chain we own starts with this; nothing else is ever touched except our hook rules.
-pub const CHAIN_PREFIX: &str = "PAL-";
-/// Comment prefix carried by every rule we write (including hook rules in kernel chains).
-pub const COMMENT_PREFIX: &str = "pal:";
 /// A bit unused by kube-proxy (0x4000, 0x8000) and common CNIs.
 pub const DEFAULT_MARK: u32 = 0x10000;
 
@@ -97,42 +97,6 @@ pub struct RenderConfig {
 impl Default for RenderConfig {
     fn default() -> Self {
         RenderConfig { mark: DEFAULT_MARK, node_ips: Vec::new() }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
-
-    pub fn of(ip: &IpAddr) -> Family {
-        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
-    }
-
-    /// Prefix of every ipset we own in this family.
-    pub fn set_prefix(self) -> &'static str {
-        match self {
-            Family::V4 => "pal4-",
-            Family::V6 => "pal6-",
-        }
-    }
-
-    pub fn ipset_family(self) -> &'static str {
-        match self {
-            Family::V4 => "inet",
-            Family::V6 => "inet6",
-        }
-    }
-
-    fn icmp_protocol(self) -> &'static str {
-        match self {
-            Family::V4 => "icmp",
-            Family::V6 => "ipv6-icmp",
-        }
     }
 }
 
@@ -235,14 +199,6 @@ pub fn render(plan: &NodePlan, cfg: &RenderConfig) -> Rendered {
 
 // ---- names ------------------------------------------------------------------------------------
 
-pub const FORWARD_CHAIN: &str = "PAL-FORWARD";
-pub const INPUT_CHAIN: &str = "PAL-INPUT";
-pub const OUTPUT_CHAIN: &str = "PAL-OUTPUT";
-pub const INGRESS_DISPATCH: &str = "PAL-INGRESS";
-pub const EGRESS_DISPATCH: &str = "PAL-EGRESS";
-/// Goto target of admin-tier Accept: sets the mark and returns to the pod chain.
-pub const ACCEPT_CHAIN: &str = "PAL-ACCEPT";
-
 fn pod_chain(pod: &PodKey, direction: Direction) -> String {
     let letter = direction_letter(direction);
     format!("PAL-{letter}-{}", short_hash(&format!("{}/{}", pod.namespace, pod.name)))
@@ -273,15 +229,6 @@ fn union_set_name(family: Family, members: &BTreeSet<Member>) -> String {
 /// members only.
 fn merged_set_name(family: Family, groups: &[String]) -> String {
     format!("{}m-{}", family.set_prefix(), short_hash(&groups.join(",")))
-}
-
-/// Name of the isolation set gating dispatch for one direction.
-pub fn isolation_set(family: Family, direction: Direction) -> String {
-    let suffix = match direction {
-        Direction::Ingress => "iso-in",
-        Direction::Egress => "iso-eg",
-    };
-    format!("{}{suffix}", family.set_prefix())
 }
 
 fn group_set_name(family: Family, set_type: SetType, id: &GroupId) -> String {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use palisade_agent::ipset::{self, DesiredIpSets, KernelSet, Member, SetRoles, SetSpec, SetType};
-use palisade_agent::render::Family;
+use palisade_agent::names::Family;
 
 fn ip(text: &str) -> Member {
     Member::Ip(text.parse().unwrap())

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
-use crate::status::DirtyPolicies;
+use crate::writes::DirtyPolicies;
 
 /// Where a policy is enforced: selected local pods per node (only nodes with at least one).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //!   ConfigMap per node, so the leader counts agents connected to any replica.
 //! - [`status`]: per-policy conditions and PolicyStatus objects, written only on change.
 //! - [`leader`]: the Lease that decides which replica writes status.
+//! - [`writes`]: the field manager and the dirty-policy set the writers share.
 //! - [`watch`]: following the API server through outages (fresh list on 410, capped retries).
 //!
 //! RBAC the operator needs. Cluster-wide: `pods`, `namespaces`, `nodes`, `networkpolicies`,
@@ -34,6 +35,7 @@ pub mod server;
 pub mod status;
 pub mod tls;
 pub mod watch;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,7 +48,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use leader::LeaseConfig;
-pub use status::FIELD_MANAGER;
+pub use writes::FIELD_MANAGER;
 
 /// Everything the operator needs to run.
 #[derive(Clone, Debug)]
@@ -216,7 +218,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
     let distribution = distribute::SharedDistribution::new(index.clone());
     let realization = Arc::new(realization::RealizationTable::default());
     let outbox = Arc::new(realization::Outbox::default());
-    let dirty = Arc::new(status::DirtyPolicies::default());
+    let dirty = Arc::new(writes::DirtyPolicies::default());
     let authenticator = Arc::new(auth::Authenticator::new(
         client.clone(),
         &config.agent_service_account.namespace,

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::distribute::SharedDistribution;
 use crate::index::SharedIndex;
-use crate::status::{DirtyPolicies, FIELD_MANAGER};
+use crate::writes::{DirtyPolicies, FIELD_MANAGER};
 
 /// The label every realization ConfigMap carries (value `"true"`).
 pub const LABEL: &str = "palisade.dev/realization";

@@ -23,7 +23,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::distribute::SharedDistribution;
 use crate::metrics::{Metrics, render};
 use crate::realization::{Outbox, RealizationTable};
-use crate::status::DirtyPolicies;
+use crate::writes::DirtyPolicies;
 
 /// What the stream handlers share.
 #[derive(Clone)]

@@ -12,7 +12,7 @@
 //! NetworkPolicy is gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -33,35 +33,12 @@ use crate::distribute::SharedDistribution;
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
 use crate::realization::RealizationTable;
-
-/// The field manager of every status write, so `managedFields` shows who wrote what.
-pub const FIELD_MANAGER: &str = "palisade-operator";
+use crate::writes::{DirtyPolicies, FIELD_MANAGER};
 
 /// Longest condition message we write; the schema allows 32768, people read far less.
 const MESSAGE_LIMIT: usize = 2000;
 /// At most one Event per policy and reason in this interval.
 const EVENT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Policies whose status may have changed, marked by the index, the distributor and the
-/// stream server, taken by the status writer.
-#[derive(Default)]
-pub struct DirtyPolicies {
-    set: Mutex<BTreeSet<PolicyRef>>,
-}
-
-impl DirtyPolicies {
-    pub fn mark(&self, policies: impl IntoIterator<Item = PolicyRef>) {
-        self.lock().extend(policies);
-    }
-
-    pub fn take(&self) -> BTreeSet<PolicyRef> {
-        std::mem::take(&mut *self.lock())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<PolicyRef>> {
-        self.set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct StatusTimings {
