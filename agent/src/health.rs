@@ -16,6 +16,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::apply::Metrics;
+use crate::backend::Detection;
 
 /// What the agent publishes about itself; shared by the runtime and the health server.
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub struct Status {
     ready: AtomicBool,
     connected: AtomicBool,
     metrics: Mutex<Metrics>,
+    /// The iptables backend in use, and why it was chosen.
+    backend: Mutex<Option<Detection>>,
 }
 
 impl Status {
@@ -42,6 +45,16 @@ impl Status {
 
     pub fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::SeqCst);
+    }
+
+    pub fn set_backend(&self, detection: Detection) {
+        if let Ok(mut backend) = self.backend.lock() {
+            *backend = Some(detection);
+        }
+    }
+
+    pub fn backend(&self) -> Option<Detection> {
+        self.backend.lock().ok().and_then(|backend| backend.clone())
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -70,6 +83,11 @@ impl Status {
         family("ipset_lines_written_total", "counter", "ipset lines written.", metrics.ipset_lines_written);
         family("connected", "gauge", "1 while a plan stream to an operator is open.", u64::from(self.is_connected()));
         family("ready", "gauge", "1 once a whole plan is enforced.", u64::from(self.is_ready()));
+        if let Some(detection) = self.backend() {
+            let _ = writeln!(text, "# HELP palisade_agent_iptables_backend The iptables backend the agent programs.");
+            let _ = writeln!(text, "# TYPE palisade_agent_iptables_backend gauge");
+            let _ = writeln!(text, "palisade_agent_iptables_backend{{backend=\"{}\"}} 1", detection.backend);
+        }
         text
     }
 }
@@ -89,10 +107,14 @@ pub async fn serve(
 }
 
 async fn readyz(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    let backend = match status.backend() {
+        Some(detection) => format!("iptables backend: {} ({})", detection.backend, detection.why),
+        None => "iptables backend: not chosen yet".to_owned(),
+    };
     if status.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready; {backend}\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no plan enforced yet\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("no plan enforced yet; {backend}\n"))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`drift`]: reading our chains back from `iptables-save` and the minimal restore transaction.
 //! - [`apply`]: the [`Applier`] running those batches in order, with metrics and cleanup.
 //! - [`exec`]: running the tools, optionally inside a network namespace.
+//! - [`backend`]: which iptables backend (legacy or nft) the node uses.
 //!
 //! The agent process on top of the dataplane:
 //! - [`runtime`]: [`run`] and [`Agent`]: persisted plan first, then the operator's stream, drift
@@ -21,6 +22,7 @@
 //! carries a `pal:<hash>` comment; nothing else is ever modified.
 
 pub mod apply;
+pub mod backend;
 pub mod drift;
 pub mod enforcer;
 pub mod exec;

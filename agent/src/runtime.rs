@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::apply::{Applier, ApplyConfig};
+use crate::backend::{self, Backend, Detection};
 use crate::enforcer::Enforcer;
-use crate::exec::Binaries;
+use crate::exec::{Binaries, Runner};
 use crate::health::{self, Status};
 use crate::render::{DEFAULT_MARK, RenderConfig};
 use crate::state::PlanStore;
@@ -47,6 +48,8 @@ pub struct AgentConfig {
     /// Program ip6tables as well as iptables.
     pub ipv6: bool,
     pub binaries: Binaries,
+    /// `None`: detect the backend the node uses ([`crate::backend`]); `Some`: use this one.
+    pub iptables_backend: Option<Backend>,
     pub health_addr: SocketAddr,
     /// How often the kernel is read back and drift repaired.
     pub resync_interval: Duration,
@@ -71,6 +74,7 @@ impl AgentConfig {
             netns: None,
             ipv6: true,
             binaries: Binaries::default(),
+            iptables_backend: None,
             health_addr: SocketAddr::from(([0, 0, 0, 0], 9102)),
             resync_interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(10),
@@ -127,7 +131,7 @@ pub struct Agent {
 
 impl Agent {
     /// Binds the health port and starts the agent's tasks; returns at once.
-    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+    pub async fn start(mut config: AgentConfig) -> Result<Agent, AgentError> {
         if config.operator.starts_with("https://") {
             tracing::info!(operator = %config.operator, "the plan stream is a WebSocket over TLS: https:// is used as wss://");
         }
@@ -143,6 +147,13 @@ impl Agent {
             listener.local_addr().map_err(|source| AgentError::Health { addr: config.health_addr, source })?;
 
         let status = Arc::new(Status::default());
+        let detection = match config.iptables_backend {
+            Some(backend) => Detection { backend, why: "set by --iptables-backend".to_owned() },
+            None => backend::detect(&Runner { ip: config.binaries.ip.clone(), netns: config.netns.clone() }).await,
+        };
+        tracing::info!(backend = %detection.backend, why = %detection.why, "iptables backend");
+        config.binaries = detection.backend.binaries(config.binaries.clone());
+        status.set_backend(detection);
         let (stop, stopped) = watch::channel(false);
         let render_config = RenderConfig { mark: config.mark, node_ips: config.node_ips.clone() };
         let enforcer = Arc::new(Mutex::new(Enforcer::new(

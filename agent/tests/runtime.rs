@@ -325,3 +325,29 @@ async fn a_silent_operator_is_left_and_the_agent_reconnects() {
     drop(first);
     agent.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_legacy_node_the_rules_go_where_the_kernel_path_looks() {
+    let netns = Netns::new();
+    // A node whose other tools (kube-proxy, say) use iptables-legacy.
+    netns.sh("iptables-legacy -N KUBE-KUBELET-CANARY && iptables-legacy -A FORWARD -j ACCEPT && \
+         iptables-legacy -A INPUT -j ACCEPT");
+    let dir = temp_dir("legacy");
+    let mut operator = FakeOperator::start(&dir).await;
+    let agent = Agent::start(agent_config(&netns, &dir, operator.addr, &operator.ca_file)).await.expect("start");
+    let mut stream = operator.next_subscription().await;
+    stream.send(OperatorMessage::snapshot(1, sample_plan())).await;
+    assert!(matches!(stream.reply().await, AgentMessage::Realized { version: 1, .. }));
+
+    let legacy = netns.sh("iptables-legacy-save -t filter");
+    let forward: Vec<&str> = legacy.lines().filter(|line| line.starts_with("-A FORWARD ")).collect();
+    assert!(forward.first().is_some_and(|line| line.ends_with("-j PAL-FORWARD")), "legacy FORWARD: {forward:?}");
+    let nft = netns.sh("iptables-nft-save -t filter 2>/dev/null");
+    assert!(!nft.contains("PAL-"), "nothing of ours in the nft tables the kernel path does not use:\n{nft}");
+    let (_, ready) = http_get(agent.health_addr(), "/readyz").await;
+    assert!(ready.contains("iptables backend: legacy"), "{ready}");
+    let (_, metrics) = http_get(agent.health_addr(), "/metrics").await;
+    assert!(metrics.contains("palisade_agent_iptables_backend{backend=\"legacy\"} 1"), "{metrics}");
+    agent.shutdown().await.expect("shutdown");
+    netns.sh("iptables-legacy -F && iptables-legacy -X && ip6tables-legacy -F && ip6tables-legacy -X");
+}

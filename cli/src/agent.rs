@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use palisade_agent::backend::Backend;
 use palisade_agent::render::DEFAULT_MARK;
 use palisade_agent::{AgentConfig, Applier, ApplyConfig};
 
@@ -69,6 +70,20 @@ pub struct RunArgs {
     /// operator pings at least three times as often (`--stream-ping-interval-seconds`).
     #[arg(long, env = "PALISADE_STREAM_IDLE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     stream_idle_timeout_seconds: u64,
+
+    /// Which iptables backend to program: `auto` detects the one the node's other tools use
+    /// (kubelet's canary chains, else the backend holding more rules), or `legacy`, or `nft`.
+    #[arg(long, env = "PALISADE_IPTABLES_BACKEND", default_value = "auto", value_parser = parse_backend)]
+    iptables_backend: Option<Backend>,
+}
+
+fn parse_backend(text: &str) -> Result<Option<Backend>, String> {
+    match text {
+        "auto" => Ok(None),
+        "legacy" => Ok(Some(Backend::Legacy)),
+        "nft" => Ok(Some(Backend::Nft)),
+        other => Err(format!("{other:?} is not one of auto, legacy, nft")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +123,7 @@ impl RunArgs {
             health_addr: self.health_address,
             resync_interval: Duration::from_secs(self.resync_seconds),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_seconds),
+            iptables_backend: self.iptables_backend,
             ..AgentConfig::new(self.node, self.operator)
         }
     }
@@ -117,7 +133,12 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::Run(args) => palisade_agent::run(args.into_config()).await.context("the agent failed"),
         AgentCommand::Cleanup(args) => {
-            let config = ApplyConfig { netns: args.netns, ipv6: !args.no_ipv6, ..ApplyConfig::default() };
+            let mut config = ApplyConfig { netns: args.netns, ipv6: !args.no_ipv6, ..ApplyConfig::default() };
+            // Clean where the agent would have written: the backend the node uses.
+            let runner = palisade_agent::exec::Runner { ip: config.binaries.ip.clone(), netns: config.netns.clone() };
+            let detection = palisade_agent::backend::detect(&runner).await;
+            println!("iptables backend: {} ({})", detection.backend, detection.why);
+            config.binaries = detection.backend.binaries(config.binaries);
             let report = Applier::new(config).cleanup().await.context("cleanup failed")?;
             println!(
                 "removed {} chains, {} hook rules, {} sets",
