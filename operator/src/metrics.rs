@@ -30,12 +30,27 @@ pub struct Metrics {
     pub refused_subscriptions: Counter,
     /// Writes to the API server made for status: applies, status patches and deletions.
     pub status_writes: Counter,
+    /// How long each policy's status write took (successful or not), in seconds.
+    pub status_write_seconds: WriteSeconds,
+    /// Status writes that failed or timed out (each is retried with per-policy backoff).
+    pub status_write_failures: Counter,
     /// Whether this replica holds the Lease (1) or not (0).
     pub leader: Gauge,
     /// Serving certificates reloaded after their files changed.
     pub tls_reloads: Counter,
     /// Changed serving certificates that did not load (the previous one stays in use).
     pub tls_reload_failures: Counter,
+}
+
+/// A histogram of write durations from 5 ms to about 20 s.
+#[derive(Clone)]
+pub struct WriteSeconds(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for WriteSeconds {
+    fn default() -> WriteSeconds {
+        let buckets = prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 13);
+        WriteSeconds(prometheus_client::metrics::histogram::Histogram::new(buckets))
+    }
 }
 
 impl Metrics {
@@ -60,6 +75,16 @@ impl Metrics {
             self.refused_subscriptions.clone(),
         );
         registry.register("status_writes", "Status writes to the API server", self.status_writes.clone());
+        registry.register(
+            "status_write_seconds",
+            "Duration of each policy's status write",
+            self.status_write_seconds.0.clone(),
+        );
+        registry.register(
+            "status_write_failures",
+            "Status writes that failed or timed out",
+            self.status_write_failures.clone(),
+        );
         registry.register("leader", "1 while this replica holds the Lease", self.leader.clone());
         registry.register(
             "tls_reloads",

@@ -33,6 +33,7 @@ use crate::distribute::SharedDistribution;
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
 use crate::realization::RealizationTable;
+use crate::watch::Backoff;
 use crate::writes::{DirtyPolicies, FIELD_MANAGER};
 
 /// Longest condition message we write; the schema allows 32768, people read far less.
@@ -113,7 +114,15 @@ pub struct StatusWriter {
     recorder: Recorder,
     written: BTreeMap<PolicyRef, Written>,
     events_sent: HashMap<(PolicyRef, &'static str), Instant>,
+    /// Policies whose last write failed: when to try again, and the backoff that says so.
+    retrying: HashMap<PolicyRef, (Instant, Backoff)>,
 }
+
+/// Per-policy retry delays after a failed write, and the delay between failed full reconciles.
+const RETRY_INITIAL: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// No status write may take longer; a write that does is retried like a failed one.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl StatusWriter {
     pub fn new(
@@ -136,6 +145,7 @@ impl StatusWriter {
             metrics,
             written: BTreeMap::new(),
             events_sent: HashMap::new(),
+            retrying: HashMap::new(),
         }
     }
 
@@ -144,6 +154,8 @@ impl StatusWriter {
         let mut flush = tokio::time::interval(timings.flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_full: Option<Instant> = None;
+        let mut full_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        let mut full_retry_at: Option<Instant> = None;
         let mut ready = self.distribution.ready();
         loop {
             tokio::select! {
@@ -156,29 +168,75 @@ impl StatusWriter {
             if !is_leader {
                 // Another replica writes now; what we remember may go stale.
                 self.written.clear();
+                self.retrying.clear();
                 last_full = None;
                 continue;
             }
             if !*ready.borrow_and_update() {
                 continue;
             }
-            if last_full.is_none_or(|at| at.elapsed() >= timings.full_reconcile_interval) {
-                match self.full_reconcile().await {
-                    Ok(()) => last_full = Some(Instant::now()),
-                    Err(error) => {
-                        tracing::warn!(%error, "full status reconcile failed; retrying");
-                        continue;
+            let full_due = last_full.is_none_or(|at| at.elapsed() >= timings.full_reconcile_interval);
+            if full_due && full_retry_at.is_none_or(|at| Instant::now() >= at) {
+                match tokio::time::timeout(WRITE_TIMEOUT, self.full_reconcile()).await {
+                    Ok(Ok(())) => {
+                        if full_retry_at.take().is_some() {
+                            tracing::info!("full status reconcile recovered");
+                        }
+                        full_backoff.reset();
+                        last_full = Some(Instant::now());
+                    }
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => format!("timed out after {WRITE_TIMEOUT:?}"),
+                        };
+                        let delay = full_backoff.next_delay();
+                        if full_retry_at.is_none() {
+                            tracing::warn!(%error, "full status reconcile failed; retrying with backoff");
+                        } else {
+                            tracing::debug!(%error, retry_in = ?delay, "full status reconcile still failing");
+                        }
+                        full_retry_at = Some(Instant::now() + delay);
                     }
                 }
             }
+            // Dirty policies are written whatever the full reconcile did: they compare with what
+            // this replica last wrote or read, and a failed write only comes back later.
             for policy in self.dirty.take() {
-                if shutdown.is_cancelled() || !*leader.borrow() {
+                let waiting = self.retrying.get(&policy).is_some_and(|(at, _)| Instant::now() < *at);
+                if shutdown.is_cancelled() || !*leader.borrow() || waiting {
                     self.dirty.mark([policy]);
                     continue;
                 }
-                if let Err(error) = self.write(&policy).await {
-                    tracing::warn!(%policy, %error, "status write failed; will retry");
-                    self.dirty.mark([policy]);
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(WRITE_TIMEOUT, self.write(&policy)).await;
+                self.metrics.status_write_seconds.0.observe(started.elapsed().as_secs_f64());
+                match outcome {
+                    Ok(Ok(())) => {
+                        if self.retrying.remove(&policy).is_some() {
+                            tracing::info!(%policy, "status write recovered");
+                        }
+                    }
+                    failed => {
+                        self.metrics.status_write_failures.inc();
+                        let error = match failed {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => format!("timed out after {WRITE_TIMEOUT:?}"),
+                        };
+                        let first = !self.retrying.contains_key(&policy);
+                        let (at, backoff) = self
+                            .retrying
+                            .entry(policy.clone())
+                            .or_insert_with(|| (Instant::now(), Backoff::new(RETRY_INITIAL, RETRY_MAX)));
+                        let delay = backoff.next_delay();
+                        *at = Instant::now() + delay;
+                        if first {
+                            tracing::warn!(%policy, %error, "status write failed; retrying with backoff");
+                        } else {
+                            tracing::debug!(%policy, %error, retry_in = ?delay, "status write still failing");
+                        }
+                        self.dirty.mark([policy]);
+                    }
                 }
             }
         }
@@ -419,6 +477,7 @@ impl StatusWriter {
             if self.events_sent.get(&key).is_some_and(|at| at.elapsed() < EVENT_INTERVAL) {
                 continue;
             }
+            self.events_sent.retain(|_, at| at.elapsed() < EVENT_INTERVAL);
             self.events_sent.insert(key, Instant::now());
             let reference = ObjectReference {
                 api_version: Some("networking.k8s.io/v1".into()),

@@ -608,32 +608,16 @@ async fn not_ready_while_agents_cannot_be_authenticated() {
     init_logging();
     let harness = &Harness::start().await;
     // An operator identity with every right it needs but `tokenreviews create`.
-    let account = "operator-without-tokenreviews";
-    let token = harness.token(&harness.system_namespace, account, None).await;
-    let role = format!("{}-{account}", harness.system_namespace);
-    let rules = json!([{
-        "apiGroups": ["", "networking.k8s.io", "policy.networking.k8s.io", "palisade.dev", "coordination.k8s.io", "events.k8s.io"],
-        "resources": ["*"], "verbs": ["*"],
-    }]);
-    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole =
-        serde_json::from_value(json!({ "metadata": { "name": role }, "rules": rules })).expect("role");
-    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(harness.client.clone())
-        .create(&PostParams::default(), &cluster_role)
-        .await
-        .expect("create role");
-    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": role },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
-        "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": harness.system_namespace }],
-    }))
-    .expect("binding");
-    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(harness.client.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create binding");
-    let kubeconfig = harness.dir.path().join("limited.kubeconfig");
-    std::fs::write(&kubeconfig, harness.plane.kubeconfig_for_token(&token)).expect("write kubeconfig");
-
+    let groups =
+        ["", "networking.k8s.io", "policy.networking.k8s.io", "palisade.dev", "coordination.k8s.io", "events.k8s.io"];
+    let kubeconfig = limited_identity(
+        harness,
+        "operator-without-tokenreviews",
+        json!([{
+            "apiGroups": groups, "resources": ["*"], "verbs": ["*"],
+        }]),
+    )
+    .await;
     let config =
         palisade_operator::OperatorConfig { kubeconfig: Some(kubeconfig), ..harness.config("operator-limited") };
     let operator = palisade_operator::start(config).await.expect("operator starts");
@@ -642,5 +626,58 @@ async fn not_ready_while_agents_cannot_be_authenticated() {
         http_get(probe, "/readyz").await.is_some_and(|(status, body)| status == 503 && body.contains("tokenreviews"))
     })
     .await;
+    operator.shutdown().await.expect("clean shutdown");
+}
+
+/// A kubeconfig for a new ServiceAccount `account` holding exactly `rules` cluster-wide.
+async fn limited_identity(harness: &Harness, account: &str, rules: serde_json::Value) -> std::path::PathBuf {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let token = harness.token(&harness.system_namespace, account, None).await;
+    let name = format!("{}-{account}", harness.system_namespace);
+    let role: ClusterRole =
+        serde_json::from_value(json!({ "metadata": { "name": name }, "rules": rules })).expect("role");
+    Api::<ClusterRole>::all(harness.client.clone()).create(&PostParams::default(), &role).await.expect("create role");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": harness.system_namespace }],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(harness.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create binding");
+    let kubeconfig = harness.dir.path().join(format!("{account}.kubeconfig"));
+    std::fs::write(&kubeconfig, harness.plane.kubeconfig_for_token(&token)).expect("write kubeconfig");
+    kubeconfig
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_status_writes_back_off_per_policy() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    // Everything but writing status: every status write is refused with 403.
+    let kubeconfig = limited_identity(harness, "operator-without-status-rights", json!([
+        { "apiGroups": ["", "networking.k8s.io", "coordination.k8s.io", "events.k8s.io"], "resources": ["*"], "verbs": ["*"] },
+        { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
+        { "apiGroups": ["policy.networking.k8s.io", "palisade.dev"], "resources": ["*"], "verbs": ["get", "list", "watch"] },
+    ]))
+    .await;
+    create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
+    let config =
+        palisade_operator::OperatorConfig { kubeconfig: Some(kubeconfig), ..harness.config("operator-no-status") };
+    let operator = palisade_operator::start(config).await.expect("operator starts");
+    eventually("a refused status write", || async {
+        operator_metric(&operator, "palisade_operator_status_write_failures_total").await >= 1.0
+    })
+    .await;
+    let first = operator_metric(&operator, "palisade_operator_status_write_failures_total").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let later = operator_metric(&operator, "palisade_operator_status_write_failures_total").await;
+    // Backing off from 200 ms doubling, one policy fails at most 7 times in 10 s; retrying at
+    // every 200 ms flush, as before, it failed about 50 times.
+    println!("refused status writes in 10 s: {}", later - first);
+    assert!(later - first <= 10.0, "{} failed writes in 10 s: no backoff", later - first);
     operator.shutdown().await.expect("clean shutdown");
 }
