@@ -75,6 +75,12 @@ struct FakeOperator {
 
 impl FakeOperator {
     async fn start(dir: &Path) -> FakeOperator {
+        FakeOperator::start_with(dir, None).await
+    }
+
+    /// `refusal`: answer every subscription with HTTP 403 and this body, as the real operator
+    /// does for a token bound to another node.
+    async fn start_with(dir: &Path, refusal: Option<&'static str>) -> FakeOperator {
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .expect("test certificate");
         let ca_file = dir.join("ca.crt");
@@ -108,6 +114,12 @@ impl FakeOperator {
                             .headers()
                             .get("sec-websocket-protocol")
                             .is_some_and(|value| value.as_bytes() == SUBPROTOCOL.as_bytes());
+                        if let Some(reason) = refusal {
+                            let mut refused =
+                                tokio_tungstenite::tungstenite::http::Response::new(Some(reason.to_owned()));
+                            *refused.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+                            return Err(refused);
+                        }
                         if offered {
                             response
                                 .headers_mut()
@@ -350,4 +362,19 @@ async fn on_a_legacy_node_the_rules_go_where_the_kernel_path_looks() {
     assert!(metrics.contains("palisade_agent_iptables_backend{backend=\"legacy\"} 1"), "{metrics}");
     agent.shutdown().await.expect("shutdown");
     netns.sh("iptables-legacy -F && iptables-legacy -X && ip6tables-legacy -F && ip6tables-legacy -X");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_carries_the_operators_reason() {
+    let dir = temp_dir("refused");
+    let reason = "the token is bound to a pod on node node-b, not on node node-a";
+    let operator = FakeOperator::start_with(&dir, Some(reason)).await;
+    std::fs::write(dir.join("token"), "token-1").expect("write token");
+    let endpoint = palisade_agent::stream::Endpoint {
+        url: palisade_agent::stream::stream_url(&operator.addr.to_string(), "node-a").expect("url"),
+        token_file: dir.join("token"),
+        ca_file: operator.ca_file.clone(),
+    };
+    let error = palisade_agent::stream::connect(&endpoint).await.expect_err("refused").to_string();
+    assert!(error.contains("HTTP 403") && error.contains(reason), "{error}");
 }
