@@ -73,16 +73,25 @@ pub struct RunArgs {
 
     /// Which iptables backend to program: `auto` detects the one the node's other tools use
     /// (kubelet's canary chains, else the backend holding more rules), or `legacy`, or `nft`.
-    #[arg(long, env = "PALISADE_IPTABLES_BACKEND", default_value = "auto", value_parser = parse_backend)]
-    iptables_backend: Option<Backend>,
+    #[arg(long, env = "PALISADE_IPTABLES_BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
+    iptables_backend: BackendChoice,
 }
 
-fn parse_backend(text: &str) -> Result<Option<Backend>, String> {
-    match text {
-        "auto" => Ok(None),
-        "legacy" => Ok(Some(Backend::Legacy)),
-        "nft" => Ok(Some(Backend::Nft)),
-        other => Err(format!("{other:?} is not one of auto, legacy, nft")),
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendChoice {
+    Auto,
+    Legacy,
+    Nft,
+}
+
+impl BackendChoice {
+    /// `None`: let the agent detect it.
+    fn backend(self) -> Option<Backend> {
+        match self {
+            BackendChoice::Auto => None,
+            BackendChoice::Legacy => Some(Backend::Legacy),
+            BackendChoice::Nft => Some(Backend::Nft),
+        }
     }
 }
 
@@ -123,7 +132,7 @@ impl RunArgs {
             health_addr: self.health_address,
             resync_interval: Duration::from_secs(self.resync_seconds),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_seconds),
-            iptables_backend: self.iptables_backend,
+            iptables_backend: self.iptables_backend.backend(),
             ..AgentConfig::new(self.node, self.operator)
         }
     }
@@ -189,14 +198,20 @@ mod tests {
         assert_eq!(config.netns.as_deref(), Some("ns1"));
         assert_eq!(config.resync_interval, Duration::from_secs(60));
         assert!(config.ipv6);
+        assert_eq!(config.iptables_backend, None, "auto by default: detected at start");
+        assert_eq!(config.stream_idle_timeout, Duration::from_secs(30));
     }
 
     #[test]
     fn bad_flags_name_the_flag() {
         let base = ["run", "--node", "n1", "--operator", "op:8443"];
-        for (flag, value) in
-            [("--mark", "0x3"), ("--node-ip", "nowhere"), ("--health-address", "x"), ("--resync-seconds", "0")]
-        {
+        for (flag, value) in [
+            ("--mark", "0x3"),
+            ("--node-ip", "nowhere"),
+            ("--health-address", "x"),
+            ("--resync-seconds", "0"),
+            ("--iptables-backend", "bogus"),
+        ] {
             let mut args = base.to_vec();
             args.extend([flag, value]);
             let error = parse(&args).expect_err("invalid flag");
