@@ -49,7 +49,6 @@ impl Campaign {
             .build()
             .await?;
         let (is_leader, task) = manager.watch().await;
-        tokio::spawn(announce_leadership(is_leader.clone(), identity.to_owned()));
         Ok(Campaign { is_leader, task })
     }
 
@@ -64,25 +63,6 @@ impl Campaign {
             Ok(Ok(Err(error))) => tracing::warn!(%error, "lease release failed"),
             Ok(Err(error)) => tracing::warn!(%error, "lease task failed"),
             Err(_) => tracing::warn!("lease release timed out"),
-        }
-    }
-}
-
-/// One log line whenever this replica gains or loses the Lease.
-async fn announce_leadership(mut is_leader: watch::Receiver<bool>, identity: String) {
-    let mut leading = *is_leader.borrow_and_update();
-    if leading {
-        tracing::info!(%identity, "this replica is the leader: it writes status");
-    }
-    while is_leader.changed().await.is_ok() {
-        let now = *is_leader.borrow_and_update();
-        if now != leading {
-            if now {
-                tracing::info!(%identity, "this replica is the leader: it writes status");
-            } else {
-                tracing::warn!(%identity, "this replica lost the lease: it stops writing status");
-            }
-            leading = now;
         }
     }
 }

@@ -164,6 +164,14 @@ impl StatusWriter {
                 changed = leader.changed() => if changed.is_err() { return },
             }
             let is_leader = *leader.borrow_and_update();
+            // One line whenever this replica gains or loses the Lease (the metric says it too).
+            if (self.metrics.leader.get() == 1) != is_leader {
+                if is_leader {
+                    tracing::info!("this replica holds the lease: it writes status");
+                } else {
+                    tracing::warn!("this replica lost the lease: it stops writing status");
+                }
+            }
             self.metrics.leader.set(i64::from(is_leader));
             if !is_leader {
                 // Another replica writes now; what we remember may go stale.
