@@ -483,16 +483,24 @@ fn member_key(member: &Member) -> String {
     }
 }
 
-/// Whether `name` is one of our swap temporaries ([`temporary_name`]). Our other names are
+/// The infix that marks a swap temporary, right after the family prefix. Our other names are
 /// `pal4-<letter>-…` or `pal4-iso-…`, so none starts with `pal4-tmp`.
+const TEMPORARY_INFIX: &str = "tmp";
+
+/// Whether `name` is one of our swap temporaries ([`temporary_name`]).
 fn is_temporary_name(name: &str) -> bool {
-    Family::ALL.iter().any(|family| name.strip_prefix(family.set_prefix()).is_some_and(|rest| rest.starts_with("tmp")))
+    Family::ALL
+        .iter()
+        .any(|family| name.strip_prefix(family.set_prefix()).is_some_and(|rest| rest.starts_with(TEMPORARY_INFIX)))
 }
 
 /// Our names are at most 23 characters, so the 3-character infix keeps temporaries within 31.
+/// Every name we own starts with a family prefix ([`is_owned_set`]).
 fn temporary_name(name: &str) -> String {
-    match name.split_at_checked(5) {
-        Some((prefix, rest)) => format!("{prefix}tmp{rest}"),
-        None => format!("{name}-tmp"),
+    for family in Family::ALL {
+        if let Some(rest) = name.strip_prefix(family.set_prefix()) {
+            return format!("{}{TEMPORARY_INFIX}{rest}", family.set_prefix());
+        }
     }
+    format!("{name}-{TEMPORARY_INFIX}")
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
-use palisade_protocol::{AgentMessage, OperatorMessage, encode, policies_in};
+use palisade_protocol::{AgentMessage, Backoff, OperatorMessage, encode, policies_in};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -226,29 +226,8 @@ async fn repair_drift(enforcer: Arc<Mutex<Enforcer>>, every: Duration, stopped: 
     }
 }
 
-/// Exponential backoff from 200 ms, doubling up to a cap.
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(200);
-
-    fn new(max: Duration) -> Backoff {
-        Backoff { next: Self::FIRST.min(max), max }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST.min(self.max);
-    }
-}
+/// First delay of reconnects and of retries of a rejected plan; they double up to `max_backoff`.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// Connects, follows one connection until it fails, and reconnects with backoff, until stopped.
 async fn follow_operator(
@@ -260,7 +239,7 @@ async fn follow_operator(
     idle_timeout: Duration,
     stopped: watch::Receiver<bool>,
 ) {
-    let mut reconnect = Backoff::new(max_backoff);
+    let mut reconnect = Backoff::new(FIRST_RETRY, max_backoff);
     let stop = wait_for_stop(stopped);
     tokio::pin!(stop);
     loop {
@@ -316,7 +295,7 @@ impl Session<'_> {
     /// Runs until the connection fails; the returned error says why.
     async fn follow(&mut self, connection: &mut PlanStream) -> StreamError {
         let mut plans = PlanSession::default();
-        let mut retry = Backoff::new(self.max_backoff);
+        let mut retry = Backoff::new(FIRST_RETRY, self.max_backoff);
         let mut retry_at: Option<Instant> = None;
         let mut last_frame = Instant::now();
         loop {

@@ -25,6 +25,7 @@ use palisade_crds::policy_status::{FIRST_ERRORS_LIMIT, NodeError};
 use palisade_crds::{ClusterNetworkPolicy, PolicyEnforcementStatus, PolicyStatus};
 use palisade_engine::Enforcement;
 use palisade_engine::model::{PolicyKind, PolicyRef};
+use palisade_protocol::Backoff;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,6 @@ use crate::distribute::SharedDistribution;
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
 use crate::realization::RealizationTable;
-use crate::watch::Backoff;
 use crate::writes::{DirtyPolicies, FIELD_MANAGER};
 
 /// Longest condition message we write; the schema allows 32768, people read far less.
@@ -185,19 +185,15 @@ impl StatusWriter {
             }
             let full_due = last_full.is_none_or(|at| at.elapsed() >= timings.full_reconcile_interval);
             if full_due && full_retry_at.is_none_or(|at| Instant::now() >= at) {
-                match tokio::time::timeout(WRITE_TIMEOUT, self.full_reconcile()).await {
-                    Ok(Ok(())) => {
+                match bounded(self.full_reconcile()).await {
+                    Ok(()) => {
                         if full_retry_at.take().is_some() {
                             tracing::info!("full status reconcile recovered");
                         }
                         full_backoff.reset();
                         last_full = Some(Instant::now());
                     }
-                    failed => {
-                        let error = match failed {
-                            Ok(Err(error)) => error.to_string(),
-                            _ => format!("timed out after {WRITE_TIMEOUT:?}"),
-                        };
+                    Err(error) => {
                         let delay = full_backoff.next_delay();
                         if full_retry_at.is_none() {
                             tracing::warn!(%error, "full status reconcile failed; retrying with backoff");
@@ -217,20 +213,16 @@ impl StatusWriter {
                     continue;
                 }
                 let started = Instant::now();
-                let outcome = tokio::time::timeout(WRITE_TIMEOUT, self.write(&policy)).await;
+                let outcome = bounded(self.write(&policy)).await;
                 self.metrics.status_write_seconds.0.observe(started.elapsed().as_secs_f64());
                 match outcome {
-                    Ok(Ok(())) => {
+                    Ok(()) => {
                         if self.retrying.remove(&policy).is_some() {
                             tracing::info!(%policy, "status write recovered");
                         }
                     }
-                    failed => {
+                    Err(error) => {
                         self.metrics.status_write_failures.inc();
-                        let error = match failed {
-                            Ok(Err(error)) => error.to_string(),
-                            _ => format!("timed out after {WRITE_TIMEOUT:?}"),
-                        };
                         let first = !self.retrying.contains_key(&policy);
                         let (at, backoff) = self
                             .retrying
@@ -500,6 +492,14 @@ impl StatusWriter {
                 tracing::debug!(%policy, %error, "could not record an event");
             }
         }
+    }
+}
+
+/// Runs one API write within [`WRITE_TIMEOUT`]; a write that takes longer counts as failed.
+async fn bounded(write: impl std::future::Future<Output = Result<(), kube::Error>>) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("timed out after {WRITE_TIMEOUT:?}")),
     }
 }
 

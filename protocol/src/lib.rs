@@ -31,6 +31,35 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Largest single WebSocket frame either end accepts.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
+/// Doubling delays between `initial` and `max`; [`Backoff::reset`] starts over. Both ends of the
+/// stream retry with it: the agent's reconnects and plan retries, the operator's watches and
+/// status writes.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    initial: std::time::Duration,
+    max: std::time::Duration,
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    /// `initial` is capped at `max`.
+    pub fn new(initial: std::time::Duration, max: std::time::Duration) -> Backoff {
+        let initial = initial.min(max);
+        Backoff { initial, max, next: initial }
+    }
+
+    /// The delay before the next attempt; each call doubles the one after, up to the cap.
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
 /// Where an agent subscribes for its node.
 pub fn stream_path(node: &str) -> String {
     format!("/v1/nodes/{node}/plan")
@@ -117,4 +146,18 @@ pub fn policies_in(plan: &NodePlan) -> Vec<RealizedPolicy> {
     policies.sort();
     policies.dedup();
     policies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut backoff = Backoff::new(std::time::Duration::from_millis(100), std::time::Duration::from_secs(1));
+        let delays: Vec<u128> = (0..6).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), std::time::Duration::from_millis(100));
+    }
 }
