@@ -7,7 +7,7 @@
 //! - [`selector`]: label selector matching and validation (Kubernetes semantics).
 //! - [`validate`]: judging a policy and normalizing it (defaults, CIDRs, ports, fail-closed).
 //! - [`verdict`]: flows and verdicts, shared by the reference evaluator and the plan evaluator.
-//! - [`reference`]: the plain evaluator written from the specification, the yardstick.
+//! - [`reference`]: the plain evaluator written from the specification on the raw model, the yardstick.
 //! - [`plan`]: what one node must enforce; the contract with the agent, and plan deltas.
 //! - [`groups`]: content-addressed group definitions and their ids.
 //! - [`compile`]: the [`compile::Engine`] (incremental) and [`compile::compile`] (full).

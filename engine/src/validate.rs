@@ -1,4 +1,5 @@
-//! Judging policies and normalizing them into the one form both evaluators and the compiler read.
+//! Judging policies and normalizing them into the one form the compiler reads. The reference
+//! evaluator reads the raw model instead and asks this module only whether a policy is valid.
 //!
 //! NetworkPolicy checks mirror the Kubernetes API server, so a policy the cluster accepted is
 //! never rejected here for a different reason. ClusterNetworkPolicy checks mirror the CRD schema
@@ -6,7 +7,6 @@
 //! Normalization resolves every default: policy types, "own namespace", TCP, "all ports", and the
 //! fail-closed meaning of fields this version does not know.
 
-use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -633,26 +633,4 @@ fn is_domain_name_pattern(name: &str) -> bool {
                 _ => false,
             }
         })
-}
-
-/// Every policy's validated form, errors and warnings; duplicates by reference keep the last.
-pub(crate) fn validate_all(policies: &[Policy]) -> (Vec<ValidPolicy>, Vec<PolicyError>, Vec<PolicyWarning>) {
-    let mut seen = BTreeSet::new();
-    let mut valid = Vec::new();
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    for policy in policies.iter().rev() {
-        if !seen.insert(policy.reference()) {
-            continue;
-        }
-        match validate(policy) {
-            Ok(validated) => {
-                valid.push(validated.policy);
-                warnings.extend(validated.warnings);
-            }
-            Err(found) => errors.extend(found),
-        }
-    }
-    valid.reverse();
-    (valid, errors, warnings)
 }

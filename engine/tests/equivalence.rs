@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use palisade_engine::model::{Cluster, Policy, PolicyRef};
+use palisade_engine::model::{Cluster, Namespace, Node, Pod, PodKey, Policy, PolicyRef};
 use palisade_engine::plan::NodePlan;
 use palisade_engine::reference::Reference;
 use palisade_engine::validate::validate;
@@ -30,10 +30,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
 
     #[test]
-    fn compiled_plans_agree_with_reference(seed in any::<u64>()) {
-        let mut rng = Seeded::new(seed);
-        let cluster = random_cluster(&mut rng);
-        let policies = random_policies(&mut rng);
+    fn compiled_plans_agree_with_reference(cluster in arb_cluster(), policies in arb_policies()) {
         assert_plans_match_reference(&cluster, &policies)?;
     }
 }
@@ -41,70 +38,96 @@ proptest! {
 /// One change to the world, as the operator's watchers would report it.
 #[derive(Debug, Clone)]
 enum Event {
-    UpsertPod(palisade_engine::model::Pod),
-    RemovePod(palisade_engine::model::PodKey),
-    UpsertNamespace(palisade_engine::model::Namespace),
+    UpsertPod(Pod),
+    RemovePod(PodKey),
+    UpsertNamespace(Namespace),
     RemoveNamespace(String),
-    UpsertNode(palisade_engine::model::Node),
+    UpsertNode(Node),
     RemoveNode(String),
     UpsertPolicy(Policy),
     RemovePolicy(PolicyRef),
 }
 
-fn random_event(
-    rng: &mut Seeded,
+/// A random [`Event`]. Indices pick among the objects that exist when the event is applied, so a
+/// shrunk sequence stays meaningful.
+#[derive(Debug, Clone)]
+enum EventSketch {
+    /// A new pod, or (with `replacing`) an existing pod changed under the same key.
+    UpsertPod {
+        sketch: PodSketch,
+        replacing: Option<prop::sample::Index>,
+    },
+    RemovePod(prop::sample::Index),
+    UpsertNamespace(Namespace),
+    RemoveNamespace(&'static str),
+    UpsertNode(Node),
+    RemoveNode(usize),
+    UpsertPolicy(Policy),
+    RemovePolicy(prop::sample::Index),
+}
+
+fn arb_event() -> impl Strategy<Value = EventSketch> {
+    let namespace = prop::sample::select(&NAMESPACES[..]);
+    prop_oneof![
+        2 => (arb_pod_sketch(), prop::option::of(any::<prop::sample::Index>()))
+            .prop_map(|(sketch, replacing)| EventSketch::UpsertPod { sketch, replacing }),
+        1 => any::<prop::sample::Index>().prop_map(EventSketch::RemovePod),
+        3 => namespace.clone().prop_flat_map(arb_namespace).prop_map(EventSketch::UpsertNamespace),
+        1 => namespace.prop_map(EventSketch::RemoveNamespace),
+        3 => (0..5usize).prop_flat_map(arb_node).prop_map(EventSketch::UpsertNode),
+        1 => (0..5usize).prop_map(EventSketch::RemoveNode),
+        1 => any::<prop::sample::Index>().prop_map(EventSketch::RemovePolicy),
+        4 => arb_policy().prop_map(EventSketch::UpsertPolicy),
+    ]
+}
+
+/// The event a sketch stands for in the current world, if it can happen there.
+fn resolve(
+    sketch: &EventSketch,
     cluster: &Cluster,
     policies: &BTreeMap<PolicyRef, Policy>,
     next_pod: &mut usize,
-) -> Event {
-    let nodes: Vec<_> = cluster.nodes.values().cloned().collect();
-    match rng.below(10) {
-        0 | 1 if !nodes.is_empty() => {
-            // A new pod, or an existing pod changed (labels, node, ports) under the same key.
+) -> Option<Event> {
+    let pod_keys: Vec<&PodKey> = cluster.pods.keys().collect();
+    let policy_refs: Vec<&PolicyRef> = policies.keys().collect();
+    let event = match sketch {
+        EventSketch::UpsertPod { sketch, replacing } => {
+            let nodes: Vec<Node> = cluster.nodes.values().cloned().collect();
+            if nodes.is_empty() {
+                return None;
+            }
             *next_pod += 1;
-            let mut pod = random_pod(rng, *next_pod, &nodes);
-            if let Some(existing) = cluster.pods.keys().nth(rng.below(cluster.pods.len().max(1)))
-                && rng.chance(2)
-            {
-                pod.key = existing.clone();
+            let mut pod = sketch.place(*next_pod, &nodes);
+            if let Some(index) = replacing.filter(|_| !pod_keys.is_empty()) {
+                pod.key = (*index.get(&pod_keys)).clone();
             }
             Event::UpsertPod(pod)
         }
-        2 if !cluster.pods.is_empty() => {
-            Event::RemovePod(cluster.pods.keys().nth(rng.below(cluster.pods.len())).unwrap().clone())
+        EventSketch::RemovePod(index) if !pod_keys.is_empty() => Event::RemovePod((*index.get(&pod_keys)).clone()),
+        EventSketch::RemovePod(_) => return None,
+        EventSketch::UpsertNamespace(namespace) => Event::UpsertNamespace(namespace.clone()),
+        EventSketch::RemoveNamespace(name) => Event::RemoveNamespace(name.to_string()),
+        EventSketch::UpsertNode(node) => Event::UpsertNode(node.clone()),
+        EventSketch::RemoveNode(index) => Event::RemoveNode(format!("n{index}")),
+        EventSketch::UpsertPolicy(policy) => Event::UpsertPolicy(policy.clone()),
+        EventSketch::RemovePolicy(index) if !policy_refs.is_empty() => {
+            Event::RemovePolicy((*index.get(&policy_refs)).clone())
         }
-        3 => {
-            let name = *rng.pick(&["x", "y", "z"]);
-            if rng.chance(4) {
-                Event::RemoveNamespace(name.into())
-            } else {
-                Event::UpsertNamespace(random_namespace(rng, name))
-            }
-        }
-        4 => {
-            let index = rng.below(5);
-            if rng.chance(4) {
-                Event::RemoveNode(format!("n{index}"))
-            } else {
-                Event::UpsertNode(random_node(rng, index))
-            }
-        }
-        5 if !policies.is_empty() => {
-            Event::RemovePolicy(policies.keys().nth(rng.below(policies.len())).unwrap().clone())
-        }
-        _ => Event::UpsertPolicy(random_policy(rng)),
-    }
+        EventSketch::RemovePolicy(_) => return None,
+    };
+    Some(event)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn incremental_events_match_full_compile(seed in any::<u64>()) {
-        let mut rng = Seeded::new(seed);
-        let mut cluster = random_cluster(&mut rng);
-        let mut policies: BTreeMap<PolicyRef, Policy> =
-            random_policies(&mut rng).into_iter().map(|p| (p.reference(), p)).collect();
+    fn incremental_events_match_full_compile(
+        mut cluster in arb_cluster(),
+        initial in arb_policies(),
+        sketches in prop::collection::vec(arb_event(), 1..=12),
+    ) {
+        let mut policies: BTreeMap<PolicyRef, Policy> = initial.into_iter().map(|p| (p.reference(), p)).collect();
         // What a fresh compile must reproduce: for a policy whose newest version is refused, the
         // last accepted version stays in force (the engine fails closed), so history matters.
         let mut in_force = policies.clone();
@@ -113,8 +136,8 @@ proptest! {
             engine.upsert_policy(policy.clone());
         }
         let mut next_pod = 100;
-        for _ in 0..1 + rng.below(12) {
-            let event = random_event(&mut rng, &cluster, &policies, &mut next_pod);
+        for sketch in &sketches {
+            let Some(event) = resolve(sketch, &cluster, &policies, &mut next_pod) else { continue };
             let before: BTreeMap<String, NodePlan> = engine.node_plans();
             let delta = match event.clone() {
                 Event::UpsertPod(pod) => { cluster.pods.insert(pod.key.clone(), pod.clone()); engine.upsert_pod(pod) }
@@ -176,4 +199,42 @@ proptest! {
             }
         }
     }
+}
+
+/// The property above proves little on worlds where every flow is allowed (or every one denied):
+/// most generated worlds must hold both, and some must hold refused policies.
+#[test]
+fn generated_worlds_mostly_hold_allowed_and_denied_flows() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let strategy = (arb_cluster(), arb_policies());
+    let cases = 1000;
+    let (mut both, mut no_denied, mut no_allowed, mut refused) = (0, 0, 0, 0);
+    for _ in 0..cases {
+        let (cluster, policies) = strategy.new_tree(&mut runner).expect("a generated world").current();
+        let reference = Reference::new(&cluster, &policies);
+        let verdicts: Vec<bool> = flows(&cluster).iter().map(|flow| reference.verdict(flow).allowed).collect();
+        let allowed = verdicts.iter().filter(|allowed| **allowed).count();
+        match (allowed, verdicts.len() - allowed) {
+            (0, _) => no_allowed += 1,
+            (_, 0) => no_denied += 1,
+            _ => both += 1,
+        }
+        if policies.iter().any(|policy| validate(policy).is_err()) {
+            refused += 1;
+        }
+    }
+    let share = |count: i32| f64::from(count) / f64::from(cases);
+    println!(
+        "of {cases} generated worlds: {:.0}% hold both allowed and denied flows, {:.0}% no denied flow, \
+         {:.0}% no allowed flow, {:.0}% a refused policy",
+        100.0 * share(both),
+        100.0 * share(no_denied),
+        100.0 * share(no_allowed),
+        100.0 * share(refused),
+    );
+    assert!(share(both) >= 0.75, "only {both} of {cases} worlds hold both allowed and denied flows");
+    assert!(share(refused) >= 0.1, "only {refused} of {cases} worlds hold a refused policy");
 }

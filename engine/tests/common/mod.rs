@@ -1,4 +1,4 @@
-//! Builders for tests, and a seeded generator of random clusters, policies and events.
+//! Builders for tests, and proptest strategies for random clusters and policies.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use palisade_engine::model::*;
 use palisade_engine::verdict::Flow;
+use proptest::prelude::*;
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -88,40 +89,12 @@ pub fn flow(src: &str, dst: &str, protocol: Protocol, port: u16) -> Flow {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Random worlds. A seed drives a tiny deterministic generator, so a failing case reproduces from
-// the seed proptest prints.
+// Random worlds, as proptest strategies: a failing case shrinks to a small world (fewer pods,
+// policies, rules and peers, simpler selectors). The vocabulary is small on purpose, so that
+// selectors, CIDRs and ports hit the generated pods, nodes and flows often.
 // ---------------------------------------------------------------------------------------------
 
-pub struct Seeded(u64);
-
-impl Seeded {
-    pub fn new(seed: u64) -> Seeded {
-        Seeded(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        // SplitMix64.
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    pub fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const LABEL_KEYS: [&str; 2] = ["app", "tier"];
 const LABEL_VALUES: [&str; 3] = ["a", "b", "c"];
 /// CIDRs near the generated addresses, each with excepts that are strict subsets.
@@ -145,251 +118,373 @@ pub const PORTS: [(Protocol, u16); 7] = [
     (Protocol::Icmp, 0),
 ];
 const PORT_NAMES: [&str; 3] = ["web", "dns", "nope"];
+const NAMED_PORTS: [(&str, Protocol, u16); 5] = [
+    ("web", Protocol::Tcp, 80),
+    ("web", Protocol::Udp, 80),
+    ("dns", Protocol::Udp, 53),
+    ("dns", Protocol::Tcp, 53),
+    ("web", Protocol::Sctp, 9003),
+];
 
-fn random_labels(rng: &mut Seeded) -> Labels {
-    let mut result = Labels::new();
-    for key in LABEL_KEYS {
-        if !rng.chance(3) {
-            result.insert(key.to_string(), rng.pick(&LABEL_VALUES).to_string());
-        }
-    }
-    result
+fn text(choices: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(choices).prop_map(str::to_string)
 }
 
-pub fn random_selector(rng: &mut Seeded) -> LabelSelector {
-    let mut selector = LabelSelector::default();
-    if rng.chance(3) {
-        return selector;
-    }
-    if rng.chance(2) {
-        selector.match_labels.insert(rng.pick(&LABEL_KEYS).to_string(), rng.pick(&LABEL_VALUES).to_string());
-    }
-    if rng.chance(2) {
-        let operator = match rng.below(4) {
-            0 => SelectorOperator::In,
-            1 => SelectorOperator::NotIn,
-            2 => SelectorOperator::Exists,
-            _ => SelectorOperator::DoesNotExist,
-        };
-        let values = match operator {
-            SelectorOperator::In | SelectorOperator::NotIn => {
-                (0..1 + rng.below(2)).map(|_| rng.pick(&LABEL_VALUES).to_string()).collect()
-            }
-            _ => vec![],
-        };
-        selector.match_expressions.push(SelectorRequirement {
-            key: rng.pick(&LABEL_KEYS).to_string(),
-            operator,
-            values,
-        });
-    }
-    selector
+/// Each key present two times in three.
+fn arb_labels() -> impl Strategy<Value = Labels> {
+    let value = || prop::option::weighted(0.67, text(&LABEL_VALUES));
+    (value(), value()).prop_map(|(app, tier)| {
+        let mut result = Labels::new();
+        result.extend(app.map(|value| ("app".to_string(), value)));
+        result.extend(tier.map(|value| ("tier".to_string(), value)));
+        result
+    })
 }
 
-fn random_named_ports(rng: &mut Seeded) -> Vec<NamedPort> {
-    let choices = [
-        NamedPort { name: "web".into(), protocol: Protocol::Tcp, port: 80 },
-        NamedPort { name: "web".into(), protocol: Protocol::Udp, port: 80 },
-        NamedPort { name: "dns".into(), protocol: Protocol::Udp, port: 53 },
-        NamedPort { name: "dns".into(), protocol: Protocol::Tcp, port: 53 },
-        NamedPort { name: "web".into(), protocol: Protocol::Sctp, port: 9003 },
+fn arb_requirement() -> impl Strategy<Value = SelectorRequirement> {
+    let operator = prop_oneof![
+        Just(SelectorOperator::In),
+        Just(SelectorOperator::NotIn),
+        Just(SelectorOperator::Exists),
+        Just(SelectorOperator::DoesNotExist),
     ];
-    choices.into_iter().filter(|_| rng.chance(3)).collect()
+    (text(&LABEL_KEYS), operator, prop::collection::vec(text(&LABEL_VALUES), 1..=2)).prop_map(
+        |(key, operator, values)| {
+            let values = match operator {
+                SelectorOperator::In | SelectorOperator::NotIn => values,
+                _ => vec![],
+            };
+            SelectorRequirement { key, operator, values }
+        },
+    )
 }
 
-pub fn random_node(rng: &mut Seeded, index: usize) -> Node {
-    let role = rng.pick(&["a", "b"]).to_string();
-    Node {
+/// Empty (everything) one time in three; else a label, an expression, or both.
+pub fn arb_selector() -> impl Strategy<Value = LabelSelector> {
+    let label = prop::option::of((text(&LABEL_KEYS), text(&LABEL_VALUES)));
+    let expression = prop::option::of(arb_requirement());
+    prop_oneof![
+        1 => Just(LabelSelector::default()),
+        2 => (label, expression).prop_map(|(label, expression)| LabelSelector {
+            match_labels: label.into_iter().collect(),
+            match_expressions: expression.into_iter().collect(),
+        }),
+    ]
+}
+
+fn arb_named_ports() -> impl Strategy<Value = Vec<NamedPort>> {
+    prop::collection::vec(prop::sample::select(&NAMED_PORTS[..]), 0..=2).prop_map(|chosen| {
+        let mut ports: Vec<NamedPort> = chosen
+            .into_iter()
+            .map(|(name, protocol, port)| NamedPort { name: name.to_string(), protocol, port })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    })
+}
+
+pub fn arb_node(index: usize) -> impl Strategy<Value = Node> {
+    text(&["a", "b"]).prop_map(move |role| Node {
         name: format!("n{index}"),
         labels: [("role".to_string(), role)].into(),
         ips: vec![ip(&format!("10.0.100.{}", index + 1)), ip(&format!("fd00::100:{}", index + 1))],
-    }
+    })
 }
 
-/// `index` makes addresses unique across the pods of one world.
-pub fn random_pod(rng: &mut Seeded, index: usize, nodes: &[Node]) -> Pod {
-    let node = rng.pick(nodes);
-    let host_network = rng.chance(6);
-    // A finished pod keeps the address of the pod before it: Kubernetes hands a finished pod's IP
-    // to the next one, and the finished pod must not lend that pod its identity.
-    let terminated = !host_network && index > 0 && rng.chance(8);
-    let address = if terminated { index } else { index + 1 };
-    let ips = if host_network {
-        node.ips.clone()
-    } else if rng.chance(5) {
-        vec![ip(&format!("10.1.0.{address}"))]
-    } else {
-        vec![ip(&format!("10.1.0.{address}")), ip(&format!("fd00::1:{address:x}"))]
-    };
-    Pod {
-        key: key(rng.pick::<&str>(&NAMESPACES), &format!("p{index}")),
-        labels: random_labels(rng),
-        node: if rng.chance(12) { None } else { Some(node.name.clone()) },
-        ips,
-        named_ports: random_named_ports(rng),
-        host_network,
-        terminated,
-    }
+/// A pod before it gets its place in the world (its node, its name and addresses).
+#[derive(Clone, Debug)]
+pub struct PodSketch {
+    namespace: String,
+    labels: Labels,
+    node: prop::sample::Index,
+    scheduled: bool,
+    host_network: bool,
+    finished: bool,
+    single_stack: bool,
+    named_ports: Vec<NamedPort>,
 }
 
-pub fn random_namespace(rng: &mut Seeded, name: &str) -> Namespace {
-    Namespace { name: name.into(), labels: random_labels(rng) }
+pub fn arb_pod_sketch() -> impl Strategy<Value = PodSketch> {
+    (
+        text(&NAMESPACES),
+        arb_labels(),
+        any::<prop::sample::Index>(),
+        prop::bool::weighted(11.0 / 12.0),
+        prop::bool::weighted(1.0 / 6.0),
+        prop::bool::weighted(1.0 / 8.0),
+        prop::bool::weighted(1.0 / 5.0),
+        arb_named_ports(),
+    )
+        .prop_map(|(namespace, labels, node, scheduled, host_network, finished, single_stack, named_ports)| {
+            PodSketch { namespace, labels, node, scheduled, host_network, finished, single_stack, named_ports }
+        })
 }
 
-pub fn random_cluster(rng: &mut Seeded) -> Cluster {
-    let nodes: Vec<Node> = (0..2 + rng.below(3)).map(|i| random_node(rng, i)).collect();
-    // Usually every namespace exists; sometimes one is missing (its pods match no namespace selector).
-    let mut namespaces = Vec::new();
-    for name in NAMESPACES {
-        if !rng.chance(8) {
-            namespaces.push(random_namespace(rng, name));
+impl PodSketch {
+    /// `index` makes names and addresses unique in one world. A finished pod keeps the address of
+    /// the pod before it: Kubernetes hands a finished pod's IP to the next one, and the finished
+    /// pod must not lend that pod its identity.
+    pub fn place(&self, index: usize, nodes: &[Node]) -> Pod {
+        let node = self.node.get(nodes);
+        let terminated = !self.host_network && index > 0 && self.finished;
+        let address = if terminated { index } else { index + 1 };
+        let ips = if self.host_network {
+            node.ips.clone()
+        } else if self.single_stack {
+            vec![ip(&format!("10.1.0.{address}"))]
+        } else {
+            vec![ip(&format!("10.1.0.{address}")), ip(&format!("fd00::1:{address:x}"))]
+        };
+        Pod {
+            key: key(&self.namespace, &format!("p{index}")),
+            labels: self.labels.clone(),
+            node: self.scheduled.then(|| node.name.clone()),
+            ips,
+            named_ports: self.named_ports.clone(),
+            host_network: self.host_network,
+            terminated,
         }
     }
-    let pods: Vec<Pod> = (0..2 + rng.below(6)).map(|i| random_pod(rng, i, &nodes)).collect();
-    cluster(namespaces, nodes, pods)
 }
 
-fn random_np_peer(rng: &mut Seeded) -> NetworkPolicyPeer {
-    if rng.chance(3) {
-        let (cidr, excepts) = rng.pick(&BLOCKS);
-        let except = excepts.iter().filter(|_| rng.chance(2)).map(|e| e.to_string()).collect();
-        return NetworkPolicyPeer { ip_block: Some(IpBlock { cidr: cidr.to_string(), except }), ..Default::default() };
-    }
-    match rng.below(3) {
-        0 => NetworkPolicyPeer { pod_selector: Some(random_selector(rng)), ..Default::default() },
-        1 => NetworkPolicyPeer { namespace_selector: Some(random_selector(rng)), ..Default::default() },
-        _ => NetworkPolicyPeer {
-            namespace_selector: Some(random_selector(rng)),
-            pod_selector: Some(random_selector(rng)),
+pub fn arb_namespace(name: &'static str) -> impl Strategy<Value = Namespace> {
+    arb_labels().prop_map(move |labels| Namespace { name: name.to_string(), labels })
+}
+
+/// 2–4 nodes, usually every namespace (a missing one matches no namespace selector), 3–8 pods.
+pub fn arb_cluster() -> impl Strategy<Value = Cluster> {
+    let nodes = (2..=4usize).prop_flat_map(|count| (0..count).map(arb_node).collect::<Vec<_>>());
+    let namespaces = NAMESPACES.map(|name| prop::option::weighted(7.0 / 8.0, arb_namespace(name)));
+    let pods = prop::collection::vec(arb_pod_sketch(), 3..=8);
+    (nodes, namespaces, pods).prop_map(|(nodes, namespaces, pods)| {
+        let pods = pods.iter().enumerate().map(|(index, sketch)| sketch.place(index, &nodes)).collect();
+        cluster(namespaces.into_iter().flatten().collect(), nodes, pods)
+    })
+}
+
+fn arb_np_peer() -> impl Strategy<Value = NetworkPolicyPeer> {
+    let block = (prop::sample::select(&BLOCKS[..]), any::<u8>()).prop_map(|((cidr, excepts), chosen)| {
+        let except = excepts.iter().enumerate().filter(|(i, _)| chosen & (1 << i) != 0).map(|(_, e)| e.to_string());
+        NetworkPolicyPeer {
+            ip_block: Some(IpBlock { cidr: cidr.to_string(), except: except.collect() }),
+            ..Default::default()
+        }
+    });
+    prop_oneof![
+        1 => block,
+        1 => arb_selector().prop_map(|pods| NetworkPolicyPeer { pod_selector: Some(pods), ..Default::default() }),
+        1 => arb_selector().prop_map(|namespaces| NetworkPolicyPeer {
+            namespace_selector: Some(namespaces),
+            ..Default::default()
+        }),
+        1 => (arb_selector(), arb_selector()).prop_map(|(namespaces, pods)| NetworkPolicyPeer {
+            namespace_selector: Some(namespaces),
+            pod_selector: Some(pods),
             ip_block: None,
+        }),
+    ]
+}
+
+fn arb_np_port() -> impl Strategy<Value = NetworkPolicyPort> {
+    let protocol = prop_oneof![
+        Just(None),
+        Just(Some(Ok(Protocol::Tcp))),
+        Just(Some(Ok(Protocol::Udp))),
+        Just(Some(Ok(Protocol::Sctp))),
+    ];
+    let number = prop::sample::select(&[53, 80, 9003][..]);
+    let port = prop_oneof![
+        1 => Just((None, None)),
+        1 => text(&PORT_NAMES).prop_map(|name| (Some(PortValue::Name(name)), None)),
+        2 => (number, prop::option::weighted(0.33, 0..=1i32))
+            .prop_map(|(number, span)| (Some(PortValue::Number(number)), span.map(|span| number + span))),
+    ];
+    (protocol, port).prop_map(|(protocol, (port, end_port))| NetworkPolicyPort { protocol, port, end_port })
+}
+
+fn arb_np_rules() -> impl Strategy<Value = Vec<NetworkPolicyRule>> {
+    let rule = (prop::collection::vec(arb_np_peer(), 0..=2), prop::collection::vec(arb_np_port(), 0..=2))
+        .prop_map(|(peers, ports)| NetworkPolicyRule { peers, ports });
+    prop::collection::vec(rule, 0..=2)
+}
+
+pub fn arb_network_policy() -> impl Strategy<Value = NetworkPolicy> {
+    let policy_types = prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(vec![PolicyType::Ingress])),
+        1 => Just(Some(vec![PolicyType::Egress])),
+        1 => Just(Some(vec![PolicyType::Ingress, PolicyType::Egress])),
+    ];
+    (text(&NAMESPACES), 0..3usize, 0..100i64, arb_selector(), policy_types, arb_np_rules(), arb_np_rules()).prop_map(
+        |(namespace, name, generation, pod_selector, policy_types, ingress, egress)| NetworkPolicy {
+            namespace,
+            name: format!("np{name}"),
+            revision: Revision { uid: String::new(), generation },
+            pod_selector,
+            policy_types,
+            ingress,
+            egress,
         },
+    )
+}
+
+fn arb_cnp_peer(egress: bool) -> BoxedStrategy<CnpPeer> {
+    let namespaces = arb_selector().prop_map(CnpPeer::Namespaces);
+    let pods = (arb_selector(), arb_selector())
+        .prop_map(|(namespace_selector, pod_selector)| CnpPeer::Pods { namespace_selector, pod_selector });
+    let any_namespace_pods = arb_selector()
+        .prop_map(|pod_selector| CnpPeer::Pods { namespace_selector: LabelSelector::default(), pod_selector });
+    if !egress {
+        return prop_oneof![3 => namespaces, 3 => pods, 2 => any_namespace_pods, 1 => Just(CnpPeer::Unknown)].boxed();
     }
+    let networks =
+        prop::collection::vec(prop::sample::select(&BLOCKS[..]).prop_map(|(cidr, _)| cidr.to_string()), 1..=2)
+            .prop_map(CnpPeer::Networks);
+    let nodes = prop_oneof![Just(LabelSelector::default()), Just(select(&[("role", "a")]))].prop_map(CnpPeer::Nodes);
+    prop_oneof![
+        3 => namespaces,
+        3 => pods,
+        2 => any_namespace_pods,
+        1 => Just(CnpPeer::Unknown),
+        6 => networks,
+        3 => nodes,
+        2 => Just(CnpPeer::DomainNames(vec!["example.com".into()])),
+    ]
+    .boxed()
 }
 
-fn random_np_port(rng: &mut Seeded) -> NetworkPolicyPort {
-    let protocol = match rng.below(4) {
-        0 => None,
-        1 => Some(Ok(Protocol::Tcp)),
-        2 => Some(Ok(Protocol::Udp)),
-        _ => Some(Ok(Protocol::Sctp)),
-    };
-    let (port, end_port) = match rng.below(4) {
-        0 => (None, None),
-        1 => (Some(PortValue::Name(rng.pick(&PORT_NAMES).to_string())), None),
-        _ => {
-            let number = *rng.pick(&[53, 80, 9003]);
-            let end = if rng.chance(3) { Some(number + rng.below(2) as i32) } else { None };
-            (Some(PortValue::Number(number)), end)
-        }
-    };
-    NetworkPolicyPort { protocol, port, end_port }
+fn arb_cnp_protocol() -> impl Strategy<Value = CnpProtocol> {
+    let protocol = prop::sample::select(&[Protocol::Tcp, Protocol::Udp, Protocol::Sctp][..]);
+    prop_oneof![
+        2 => (protocol.clone(), prop::sample::select(&[53, 80, 9003][..]))
+            .prop_map(|(protocol, number)| CnpProtocol::Port { protocol, port: CnpPort::Number(number) }),
+        1 => protocol.prop_map(|protocol| CnpProtocol::Port { protocol, port: CnpPort::Range { start: 53, end: 81 } }),
+        2 => text(&PORT_NAMES).prop_map(CnpProtocol::NamedPort),
+        1 => Just(CnpProtocol::Unknown),
+    ]
 }
 
-fn random_np_rules(rng: &mut Seeded) -> Vec<NetworkPolicyRule> {
-    (0..rng.below(3))
-        .map(|_| NetworkPolicyRule {
-            peers: (0..rng.below(3)).map(|_| random_np_peer(rng)).collect(),
-            ports: (0..rng.below(3)).map(|_| random_np_port(rng)).collect(),
-        })
-        .collect()
+fn arb_cnp_rules(egress: bool) -> impl Strategy<Value = Vec<CnpRule>> {
+    let action = prop::sample::select(&[CnpAction::Accept, CnpAction::Deny, CnpAction::Deny, CnpAction::Pass][..]);
+    let protocols = prop::option::of(prop::collection::vec(arb_cnp_protocol(), 1..=2));
+    let rule = (action, prop::collection::vec(arb_cnp_peer(egress), 1..=2), protocols)
+        .prop_map(|(action, peers, protocols)| CnpRule { name: None, action, peers, protocols });
+    prop::collection::vec(rule, 0..=3)
 }
 
-pub fn random_network_policy(rng: &mut Seeded) -> NetworkPolicy {
-    let policy_types = match rng.below(5) {
-        0 | 1 => None,
-        2 => Some(vec![PolicyType::Ingress]),
-        3 => Some(vec![PolicyType::Egress]),
-        _ => Some(vec![PolicyType::Ingress, PolicyType::Egress]),
-    };
-    NetworkPolicy {
-        namespace: rng.pick(&NAMESPACES).to_string(),
-        name: format!("np{}", rng.below(3)),
-        revision: Revision { uid: String::new(), generation: rng.below(100) as i64 },
-        pod_selector: random_selector(rng),
-        policy_types,
-        ingress: random_np_rules(rng),
-        egress: random_np_rules(rng),
-    }
-}
-
-fn random_cnp_peer(rng: &mut Seeded, direction_is_egress: bool) -> CnpPeer {
-    let kinds = if direction_is_egress { 7 } else { 3 };
-    match rng.below(kinds) {
-        0 => CnpPeer::Namespaces(random_selector(rng)),
-        1 => CnpPeer::Pods { namespace_selector: random_selector(rng), pod_selector: random_selector(rng) },
-        2 => {
-            if rng.chance(4) {
-                CnpPeer::Unknown
-            } else {
-                CnpPeer::Pods { namespace_selector: LabelSelector::default(), pod_selector: random_selector(rng) }
-            }
-        }
-        3 | 4 => CnpPeer::Networks((0..1 + rng.below(2)).map(|_| rng.pick(&BLOCKS).0.to_string()).collect()),
-        5 => CnpPeer::Nodes(if rng.chance(2) { LabelSelector::default() } else { select(&[("role", "a")]) }),
-        _ => CnpPeer::DomainNames(vec!["example.com".into()]),
-    }
-}
-
-fn random_cnp_protocol(rng: &mut Seeded) -> CnpProtocol {
-    let protocol = *rng.pick(&[Protocol::Tcp, Protocol::Udp, Protocol::Sctp]);
-    match rng.below(6) {
-        0 | 1 => CnpProtocol::Port { protocol, port: CnpPort::Number(*rng.pick(&[53, 80, 9003])) },
-        2 => CnpProtocol::Port { protocol, port: CnpPort::Range { start: 53, end: 81 } },
-        3 | 4 => CnpProtocol::NamedPort(rng.pick(&PORT_NAMES).to_string()),
-        _ => CnpProtocol::Unknown,
-    }
-}
-
-fn random_cnp_rules(rng: &mut Seeded, egress: bool) -> Vec<CnpRule> {
-    (0..rng.below(4))
-        .map(|_| CnpRule {
-            name: None,
-            action: *rng.pick(&[CnpAction::Accept, CnpAction::Deny, CnpAction::Pass]),
-            peers: (0..1 + rng.below(2)).map(|_| random_cnp_peer(rng, egress)).collect(),
-            protocols: if rng.chance(2) {
-                None
-            } else {
-                Some((0..1 + rng.below(2)).map(|_| random_cnp_protocol(rng)).collect())
-            },
-        })
-        .collect()
-}
-
-pub fn random_cluster_policy(rng: &mut Seeded) -> ClusterNetworkPolicy {
-    let subject = if rng.chance(2) {
-        CnpSubject::Namespaces(random_selector(rng))
-    } else {
-        CnpSubject::Pods { namespace_selector: random_selector(rng), pod_selector: random_selector(rng) }
-    };
-    ClusterNetworkPolicy {
-        name: format!("c{}", rng.below(5)),
-        revision: Revision { uid: String::new(), generation: rng.below(100) as i64 },
-        tier: *rng.pick(&[Tier::Admin, Tier::Admin, Tier::Baseline]),
-        priority: *rng.pick(&[0, 1, 1, 2]),
+pub fn arb_cluster_policy() -> impl Strategy<Value = ClusterNetworkPolicy> {
+    let subject = prop_oneof![
+        arb_selector().prop_map(CnpSubject::Namespaces),
+        (arb_selector(), arb_selector())
+            .prop_map(|(namespace_selector, pod_selector)| CnpSubject::Pods { namespace_selector, pod_selector }),
+    ];
+    let tier = prop_oneof![2 => Just(Tier::Admin), 1 => Just(Tier::Baseline)];
+    (
+        0..5usize,
+        0..100i64,
+        tier,
+        prop::sample::select(&[0, 1, 1, 2][..]),
         subject,
-        ingress: random_cnp_rules(rng, false),
-        egress: random_cnp_rules(rng, true),
-    }
+        arb_cnp_rules(false),
+        arb_cnp_rules(true),
+    )
+        .prop_map(|(name, generation, tier, priority, subject, ingress, egress)| ClusterNetworkPolicy {
+            name: format!("c{name}"),
+            revision: Revision { uid: String::new(), generation },
+            tier,
+            priority,
+            subject,
+            ingress,
+            egress,
+        })
 }
 
-/// A random policy; about one in twelve is invalid, to exercise quarantine.
-pub fn random_policy(rng: &mut Seeded) -> Policy {
-    let mut policy = if rng.chance(2) {
-        Policy::Network(random_network_policy(rng))
-    } else {
-        Policy::Cluster(random_cluster_policy(rng))
-    };
-    if rng.chance(12) {
-        match &mut policy {
-            Policy::Network(np) => np.policy_types = Some(vec![PolicyType::Unknown("Sideways".into())]),
-            Policy::Cluster(cnp) => cnp.priority = 1001,
+/// Ways a policy can be refused: some leave the subject readable (the stand-in enforces), some
+/// break the subject itself (nothing is enforced).
+#[derive(Clone, Copy, Debug)]
+pub enum Breakage {
+    UnknownPolicyType,
+    BadCidr,
+    EndPortBelowPort,
+    PriorityOutOfRange,
+    EmptyInValues,
+    InvalidSubject,
+}
+
+fn break_policy(policy: &mut Policy, breakage: Breakage) {
+    match (policy, breakage) {
+        (Policy::Network(np), Breakage::UnknownPolicyType) => {
+            np.policy_types = Some(vec![PolicyType::Unknown("Sideways".into())])
         }
+        (Policy::Network(np), Breakage::BadCidr) => np.ingress.push(NetworkPolicyRule {
+            peers: vec![NetworkPolicyPeer {
+                ip_block: Some(IpBlock { cidr: "10.1.0.0/33".into(), except: vec![] }),
+                ..Default::default()
+            }],
+            ports: vec![],
+        }),
+        (Policy::Network(np), Breakage::EndPortBelowPort) => np.egress.push(NetworkPolicyRule {
+            peers: vec![],
+            ports: vec![NetworkPolicyPort { protocol: None, port: Some(PortValue::Number(80)), end_port: Some(53) }],
+        }),
+        (Policy::Network(np), _) => np.pod_selector.match_expressions.push(SelectorRequirement {
+            key: "app".into(),
+            operator: SelectorOperator::In,
+            values: vec![],
+        }),
+        (Policy::Cluster(cnp), Breakage::PriorityOutOfRange) => cnp.priority = 1001,
+        (Policy::Cluster(cnp), Breakage::InvalidSubject) => cnp.subject = CnpSubject::Invalid("both set".into()),
+        (Policy::Cluster(cnp), Breakage::BadCidr) => cnp.egress.push(CnpRule {
+            name: None,
+            action: CnpAction::Deny,
+            peers: vec![CnpPeer::Networks(vec!["10.1.0.0/33".into()])],
+            protocols: None,
+        }),
+        (Policy::Cluster(cnp), _) => cnp.ingress.push(CnpRule {
+            name: None,
+            action: CnpAction::Accept,
+            peers: vec![CnpPeer::Namespaces(LabelSelector {
+                match_labels: Default::default(),
+                match_expressions: vec![SelectorRequirement {
+                    key: "app".into(),
+                    operator: SelectorOperator::NotIn,
+                    values: vec![],
+                }],
+            })],
+            protocols: None,
+        }),
     }
-    policy
 }
 
-pub fn random_policies(rng: &mut Seeded) -> Vec<Policy> {
-    (0..rng.below(6)).map(|_| random_policy(rng)).collect()
+/// A random policy; about one in ten is invalid, to exercise refusal and the fail-closed stand-in.
+pub fn arb_policy() -> impl Strategy<Value = Policy> {
+    let breakage = prop::option::weighted(
+        0.1,
+        prop::sample::select(
+            &[
+                Breakage::UnknownPolicyType,
+                Breakage::BadCidr,
+                Breakage::EndPortBelowPort,
+                Breakage::PriorityOutOfRange,
+                Breakage::EmptyInValues,
+                Breakage::InvalidSubject,
+            ][..],
+        ),
+    );
+    let policy =
+        prop_oneof![arb_network_policy().prop_map(Policy::Network), arb_cluster_policy().prop_map(Policy::Cluster),];
+    (policy, breakage).prop_map(|(mut policy, breakage)| {
+        if let Some(breakage) = breakage {
+            break_policy(&mut policy, breakage);
+        }
+        policy
+    })
+}
+
+/// 2–6 policies. A world without any is judged by Kubernetes' default alone, which proves little.
+pub fn arb_policies() -> impl Strategy<Value = Vec<Policy>> {
+    prop::collection::vec(arb_policy(), 2..=6)
 }
 
 /// Interesting addresses: every pod and node address plus one external address per family.
