@@ -86,7 +86,7 @@ pub struct Timings {
     pub plan_debounce: Duration,
     /// How often dirty policies' status is written.
     pub status_flush: Duration,
-    /// How often all status is compared with what is stored.
+    /// How often every policy's status is compared again with what is stored (watched, not read).
     pub status_full_reconcile: Duration,
     /// How often the serving certificate's files are checked for a rotation.
     pub tls_reload: Duration,

@@ -7,18 +7,22 @@
 //!
 //! Writes happen only on change: every component marks the policies it may have affected dirty,
 //! a short periodic flush recomputes those and writes the ones whose status (compared without
-//! timestamps) differs from what was last written. A slow full reconcile re-reads what is stored
-//! and repairs anything that drifted or was lost, and removes PolicyStatus objects whose
-//! NetworkPolicy is gone.
+//! timestamps) differs from what is stored. What is stored comes from watching ClusterNetworkPolicies
+//! and PolicyStatuses (never from periodic LISTs): a status someone else changed, a PolicyStatus
+//! deleted, or one whose NetworkPolicy is gone, is noticed at once and repaired or removed.
+//! Events of this replica's own writes are recognized by their resource version and cost nothing.
+//! A slow full pass compares every policy with that picture again, without reading anything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use palisade_crds::conditions::{self, reasons};
 use palisade_crds::policy_status::{FIRST_ERRORS_LIMIT, NodeError};
@@ -45,7 +49,8 @@ const EVENT_INTERVAL: Duration = Duration::from_secs(60);
 pub struct StatusTimings {
     /// How often dirty policies are written (aggregates bursts into one write per policy).
     pub flush_interval: Duration,
-    /// How often everything is compared with what is stored.
+    /// How often every policy is compared again with what is stored (the watches keep that
+    /// picture current; this pass reads nothing).
     pub full_reconcile_interval: Duration,
 }
 
@@ -82,11 +87,91 @@ struct Summary {
     owner_uid: Option<String>,
 }
 
-/// What was last written (or found) for a policy.
+/// What is stored for a policy: what this replica last wrote, or what the watch last showed.
 #[derive(Clone, Debug, Default)]
 struct Written {
     summary: Summary,
     conditions: Vec<Condition>,
+    /// Resource versions this replica's own writes produced (the newest few): their watch events
+    /// say nothing new, even when they arrive after a later write.
+    own_versions: Vec<String>,
+}
+
+/// How many of its own resource versions are remembered per policy (a PolicyStatus takes two
+/// writes: the object, then its status).
+const OWN_VERSIONS: usize = 4;
+
+/// A change to what is stored, from one of the two watches. Objects that name no policy (no
+/// name or namespace) never become one.
+enum StoredEvent {
+    /// A relist of this kind begins.
+    Relisting(PolicyKind),
+    /// An object of the relist.
+    Listed(StoredView),
+    Changed(StoredView),
+    Deleted(StoredView),
+    /// The relist of this kind is complete.
+    Relisted(PolicyKind),
+}
+
+impl StoredEvent {
+    fn of<K>(kind: PolicyKind, event: watcher::Event<K>, view: fn(&K) -> Option<StoredView>) -> Option<StoredEvent> {
+        match event {
+            watcher::Event::Init => Some(StoredEvent::Relisting(kind)),
+            watcher::Event::InitApply(object) => view(&object).map(StoredEvent::Listed),
+            watcher::Event::Apply(object) => view(&object).map(StoredEvent::Changed),
+            watcher::Event::Delete(object) => view(&object).map(StoredEvent::Deleted),
+            watcher::Event::InitDone => Some(StoredEvent::Relisted(kind)),
+        }
+    }
+}
+
+/// What one watched object says about a policy's stored status.
+struct StoredView {
+    policy: PolicyRef,
+    summary: Summary,
+    conditions: Vec<Condition>,
+    resource_version: Option<String>,
+}
+
+impl StoredView {
+    fn of_cluster_policy(object: &ClusterNetworkPolicy) -> Option<StoredView> {
+        let name = object.metadata.name.clone()?;
+        let conditions: Vec<Condition> = object
+            .status
+            .iter()
+            .flat_map(|status| status.conditions.iter())
+            .filter(|c| c.type_ == conditions::ACCEPTED || c.type_ == conditions::REALIZED)
+            .cloned()
+            .collect();
+        Some(StoredView {
+            policy: PolicyRef { kind: PolicyKind::ClusterNetworkPolicy, namespace: None, name },
+            summary: summarize_stored(&conditions, None),
+            conditions,
+            resource_version: object.metadata.resource_version.clone(),
+        })
+    }
+
+    fn of_policy_status(object: &PolicyStatus) -> Option<StoredView> {
+        let (name, namespace) = (object.metadata.name.clone()?, object.metadata.namespace.clone()?);
+        let status = object.status.clone().unwrap_or_default();
+        let mut summary = summarize_stored(&status.conditions, Some(&status));
+        summary.owner_uid = Some(object.spec.policy_uid.clone());
+        Some(StoredView {
+            policy: PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some(namespace), name },
+            summary,
+            conditions: status.conditions,
+            resource_version: object.metadata.resource_version.clone(),
+        })
+    }
+}
+
+/// The two watches of stored status: which have listed everything once, and what the current
+/// relist of each has shown so far (to drop what disappeared while a watch was down).
+#[derive(Default)]
+struct StoredSync {
+    listed: BTreeSet<PolicyKind>,
+    relisting: BTreeMap<PolicyKind, BTreeSet<PolicyRef>>,
 }
 
 /// The facts status is computed from, gathered under the locks and then released.
@@ -116,9 +201,10 @@ pub struct StatusWriter {
     events_sent: HashMap<(PolicyRef, &'static str), Instant>,
     /// Policies whose last write failed: when to try again, and the backoff that says so.
     retrying: HashMap<PolicyRef, (Instant, Backoff)>,
+    stored: StoredSync,
 }
 
-/// Per-policy retry delays after a failed write, and the delay between failed full reconciles.
+/// Per-policy retry delays after a failed write.
 const RETRY_INITIAL: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// No status write may take longer; a write that does is retried like a failed one.
@@ -146,6 +232,7 @@ impl StatusWriter {
             written: BTreeMap::new(),
             events_sent: HashMap::new(),
             retrying: HashMap::new(),
+            stored: StoredSync::default(),
         }
     }
 
@@ -154,14 +241,17 @@ impl StatusWriter {
         let mut flush = tokio::time::interval(timings.flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_full: Option<Instant> = None;
-        let mut full_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
-        let mut full_retry_at: Option<Instant> = None;
         let mut ready = self.distribution.ready();
+        let mut stored = std::pin::pin!(self.watch_stored());
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = flush.tick() => {}
                 changed = leader.changed() => if changed.is_err() { return },
+                Some(event) = stored.next() => {
+                    self.observe(event);
+                    continue;
+                }
             }
             let is_leader = *leader.borrow_and_update();
             // One line whenever this replica gains or loses the Lease (the metric says it too).
@@ -174,38 +264,23 @@ impl StatusWriter {
             }
             self.metrics.leader.set(i64::from(is_leader));
             if !is_leader {
-                // Another replica writes now; what we remember may go stale.
-                self.written.clear();
+                // Another replica writes now; the watches keep showing what it writes.
                 self.retrying.clear();
                 last_full = None;
                 continue;
             }
-            if !*ready.borrow_and_update() {
+            // Write only against a complete picture of what is stored.
+            let listed = [PolicyKind::ClusterNetworkPolicy, PolicyKind::NetworkPolicy]
+                .iter()
+                .all(|kind| self.stored.listed.contains(kind));
+            if !*ready.borrow_and_update() || !listed {
                 continue;
             }
-            let full_due = last_full.is_none_or(|at| at.elapsed() >= timings.full_reconcile_interval);
-            if full_due && full_retry_at.is_none_or(|at| Instant::now() >= at) {
-                match bounded(self.full_reconcile()).await {
-                    Ok(()) => {
-                        if full_retry_at.take().is_some() {
-                            tracing::info!("full status reconcile recovered");
-                        }
-                        full_backoff.reset();
-                        last_full = Some(Instant::now());
-                    }
-                    Err(error) => {
-                        let delay = full_backoff.next_delay();
-                        if full_retry_at.is_none() {
-                            tracing::warn!(%error, "full status reconcile failed; retrying with backoff");
-                        } else {
-                            tracing::debug!(%error, retry_in = ?delay, "full status reconcile still failing");
-                        }
-                        full_retry_at = Some(Instant::now() + delay);
-                    }
-                }
+            if last_full.is_none_or(|at| at.elapsed() >= timings.full_reconcile_interval) {
+                self.mark_everything();
+                last_full = Some(Instant::now());
             }
-            // Dirty policies are written whatever the full reconcile did: they compare with what
-            // this replica last wrote or read, and a failed write only comes back later.
+            // A failed write only comes back after its backoff.
             for policy in self.dirty.take() {
                 let waiting = self.retrying.get(&policy).is_some_and(|(at, _)| Instant::now() < *at);
                 if shutdown.is_cancelled() || !*leader.borrow() || waiting {
@@ -242,43 +317,82 @@ impl StatusWriter {
         }
     }
 
-    /// Re-reads every stored status, so the next flush compares with what is really there, and
-    /// marks every policy (and every PolicyStatus, to delete orphans) dirty.
-    async fn full_reconcile(&mut self) -> Result<(), kube::Error> {
-        let cluster_policies =
-            Api::<ClusterNetworkPolicy>::all(self.client.clone()).list(&ListParams::default()).await?;
-        let statuses = Api::<PolicyStatus>::all(self.client.clone()).list(&ListParams::default()).await?;
-        self.written.clear();
-        let mut all = BTreeSet::new();
-        for policy in cluster_policies {
-            let Some(name) = policy.metadata.name.clone() else { continue };
-            let reference = PolicyRef { kind: PolicyKind::ClusterNetworkPolicy, namespace: None, name };
-            let ours: Vec<Condition> = policy
-                .status
-                .map(|status| status.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c.type_ == conditions::ACCEPTED || c.type_ == conditions::REALIZED)
-                .collect();
-            self.written
-                .insert(reference.clone(), Written { summary: summarize_stored(&ours, None), conditions: ours });
-            all.insert(reference);
-        }
-        for stored in statuses {
-            let (Some(name), Some(namespace)) = (stored.metadata.name.clone(), stored.metadata.namespace.clone())
-            else {
-                continue;
-            };
-            let reference = PolicyRef { kind: PolicyKind::NetworkPolicy, namespace: Some(namespace), name };
-            let status = stored.status.unwrap_or_default();
-            let mut summary = summarize_stored(&status.conditions, Some(&status));
-            summary.owner_uid = Some(stored.spec.policy_uid.clone());
-            self.written.insert(reference.clone(), Written { summary, conditions: status.conditions });
-            all.insert(reference);
-        }
+    /// Every policy the index knows and every one with stored status (a PolicyStatus whose
+    /// NetworkPolicy is gone is removed by its write), marked to be compared again.
+    fn mark_everything(&self) {
+        let mut all: BTreeSet<PolicyRef> = self.written.keys().cloned().collect();
         all.extend(self.index.lock().policies().keys().cloned());
         self.dirty.mark(all);
-        Ok(())
+    }
+
+    /// Both watches of stored status as one stream; they follow the API server through outages
+    /// like every other watch of the operator ([`crate::watch::follow`]).
+    fn watch_stored(&self) -> impl futures::Stream<Item = StoredEvent> + Send + 'static {
+        let cluster_policies = Api::<ClusterNetworkPolicy>::all(self.client.clone());
+        let statuses = Api::<PolicyStatus>::all(self.client.clone());
+        let cluster_policies = crate::watch::follow("ClusterNetworkPolicy status", move || {
+            watcher(cluster_policies.clone(), watcher::Config::default()).boxed()
+        })
+        .filter_map(|event| {
+            let kind = PolicyKind::ClusterNetworkPolicy;
+            std::future::ready(StoredEvent::of(kind, event, StoredView::of_cluster_policy))
+        });
+        let statuses =
+            crate::watch::follow("PolicyStatus", move || watcher(statuses.clone(), watcher::Config::default()).boxed())
+                .filter_map(|event| {
+                    std::future::ready(StoredEvent::of(PolicyKind::NetworkPolicy, event, StoredView::of_policy_status))
+                });
+        futures::stream::select(cluster_policies, statuses)
+    }
+
+    /// Takes in one change to what is stored. A change this replica did not write makes the
+    /// policy dirty, so the next flush compares it with what it should be.
+    fn observe(&mut self, event: StoredEvent) {
+        match event {
+            StoredEvent::Relisting(kind) => {
+                self.stored.relisting.insert(kind, BTreeSet::new());
+            }
+            StoredEvent::Listed(view) => {
+                self.stored.relisting.entry(view.policy.kind.clone()).or_default().insert(view.policy.clone());
+                self.take_in(view);
+            }
+            StoredEvent::Changed(view) => self.take_in(view),
+            StoredEvent::Deleted(view) => {
+                self.written.remove(&view.policy);
+                self.dirty.mark([view.policy]);
+            }
+            StoredEvent::Relisted(kind) => {
+                let Some(seen) = self.stored.relisting.remove(&kind) else {
+                    tracing::error!(?kind, "bug: a relist of stored status ended that never began");
+                    return;
+                };
+                let gone: Vec<PolicyRef> = self
+                    .written
+                    .keys()
+                    .filter(|policy| policy.kind == kind && !seen.contains(*policy))
+                    .cloned()
+                    .collect();
+                for policy in &gone {
+                    self.written.remove(policy);
+                }
+                self.dirty.mark(gone);
+                self.stored.listed.insert(kind);
+            }
+        }
+    }
+
+    fn take_in(&mut self, view: StoredView) {
+        if let Some(known) = self.written.get_mut(&view.policy) {
+            let own = view.resource_version.as_ref().is_some_and(|version| known.own_versions.contains(version));
+            if own || known.summary == view.summary {
+                return;
+            }
+        }
+        self.dirty.mark([view.policy.clone()]);
+        self.written.insert(
+            view.policy,
+            Written { summary: view.summary, conditions: view.conditions, own_versions: Vec::new() },
+        );
     }
 
     /// Brings one policy's stored status to what it should be, writing only on change.
@@ -318,6 +432,7 @@ impl StatusWriter {
             })
             .collect();
         let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let mut own_versions = previous.own_versions.clone();
         match policy.kind {
             PolicyKind::ClusterNetworkPolicy => {
                 let body = json!({
@@ -328,7 +443,7 @@ impl StatusWriter {
                 });
                 let api = Api::<ClusterNetworkPolicy>::all(self.client.clone());
                 match api.patch_status(&policy.name, &apply, &Patch::Apply(&body)).await {
-                    Ok(_) => {}
+                    Ok(object) => own_versions.extend(object.metadata.resource_version),
                     // Deleted meanwhile: its removal event will come through the index.
                     Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
                     Err(error) => return Err(error),
@@ -356,7 +471,8 @@ impl StatusWriter {
                         },
                         "spec": { "policyName": policy.name, "policyUID": facts.uid },
                     });
-                    api.patch(&policy.name, &apply, &Patch::Apply(&object)).await?;
+                    let object = api.patch(&policy.name, &apply, &Patch::Apply(&object)).await?;
+                    own_versions.extend(object.metadata.resource_version);
                     self.metrics.status_writes.inc();
                 }
                 let (selected_pods, nodes_realized, nodes_desired) = counts.unwrap_or_default();
@@ -374,12 +490,15 @@ impl StatusWriter {
                     "metadata": { "name": policy.name, "namespace": namespace },
                     "status": status,
                 });
-                api.patch_status(&policy.name, &apply, &Patch::Apply(&body)).await?;
+                let object = api.patch_status(&policy.name, &apply, &Patch::Apply(&body)).await?;
+                own_versions.extend(object.metadata.resource_version);
                 self.metrics.status_writes.inc();
                 self.announce(policy, &facts, &previous.conditions, &conditions).await;
             }
         }
-        self.written.insert(policy.clone(), Written { summary, conditions });
+        let surplus = own_versions.len().saturating_sub(OWN_VERSIONS);
+        own_versions.drain(..surplus);
+        self.written.insert(policy.clone(), Written { summary, conditions, own_versions });
         Ok(())
     }
 

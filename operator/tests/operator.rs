@@ -681,3 +681,64 @@ async fn failed_status_writes_back_off_per_policy() {
     assert!(later - first <= 10.0, "{} failed writes in 10 s: no backoff", later - first);
     operator.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_status_that_drifts_is_repaired_from_the_watch() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    // No periodic reconcile during the test: only watching what is stored can notice drift.
+    let mut config = harness.config("operator-drift");
+    config.timings.status_full_reconcile = Duration::from_secs(3600);
+    let operator = palisade_operator::start(config).await.expect("operator starts");
+    create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
+    let cnp = create_cluster_policy(harness, deny_evil(&scene.app)).await;
+    let cnp_name = cnp.metadata.name.clone().expect("name");
+    eventually("status on both policies", || async {
+        policy_status(harness, &scene.app, "allow-client")
+            .await
+            .is_some_and(|s| s.status.is_some_and(|status| status.selected_pods == 2))
+            && cnp_condition(harness, &cnp_name, conditions::ACCEPTED).await.is_some()
+    })
+    .await;
+
+    // Someone else rewrites both statuses.
+    let tamper = PatchParams::default();
+    let statuses = Api::<PolicyStatus>::namespaced(harness.client.clone(), &scene.app);
+    statuses
+        .patch_status("allow-client", &tamper, &Patch::Merge(json!({ "status": { "selectedPods": 999 } })))
+        .await
+        .expect("tamper with the PolicyStatus");
+    let forged = json!({ "status": { "conditions": [{
+        "type": conditions::ACCEPTED, "status": "False", "reason": "Forged", "message": "forged",
+        "lastTransitionTime": "2020-01-01T00:00:00Z",
+    }] } });
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .patch_status(&cnp_name, &tamper, &Patch::Merge(forged))
+        .await
+        .expect("tamper with the ClusterNetworkPolicy's status");
+    // And leaves a PolicyStatus behind for a NetworkPolicy that does not exist.
+    let orphan: PolicyStatus = serde_json::from_value(json!({
+        "apiVersion": "palisade.dev/v1alpha1", "kind": "PolicyStatus",
+        "metadata": { "name": "gone", "namespace": scene.app },
+        "spec": { "policyName": "gone", "policyUID": "0000" },
+    }))
+    .expect("orphan");
+    statuses.create(&PostParams::default(), &orphan).await.expect("create an orphan PolicyStatus");
+
+    eventually("the PolicyStatus to be repaired", || async {
+        policy_status(harness, &scene.app, "allow-client")
+            .await
+            .is_some_and(|s| s.status.is_some_and(|status| status.selected_pods == 2))
+    })
+    .await;
+    eventually("the ClusterNetworkPolicy's status to be repaired", || async {
+        cnp_condition(harness, &cnp_name, conditions::ACCEPTED).await.is_some_and(|c| c.status == "True")
+    })
+    .await;
+    eventually("the orphan PolicyStatus to be removed", || async {
+        policy_status(harness, &scene.app, "gone").await.is_none()
+    })
+    .await;
+    operator.shutdown().await.expect("clean shutdown");
+}
