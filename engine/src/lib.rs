@@ -7,6 +7,7 @@
 //! - [`selector`]: label selector matching and validation (Kubernetes semantics).
 //! - [`validate`]: judging a policy and normalizing it (defaults, CIDRs, ports, fail-closed).
 //! - [`verdict`]: flows and verdicts, shared by the reference evaluator and the plan evaluator.
+//! - [`analysis`]: what holds for a policy in every possible cluster (for admission and lint).
 //! - [`reference`]: the plain evaluator written from the specification on the raw model, the yardstick.
 //! - [`plan`]: what one node must enforce; the contract with the agent, and plan deltas.
 //! - [`groups`]: content-addressed group definitions and their ids.
@@ -16,6 +17,7 @@
 //! The engine's contract is `evaluate(compile(cluster, policies)) == reference::verdict(...)`
 //! for every flow, which the property tests check.
 
+pub mod analysis;
 pub mod compile;
 pub mod error;
 pub mod evaluate;
