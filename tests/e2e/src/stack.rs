@@ -48,6 +48,9 @@ pub struct StackOptions {
     pub probe_parallelism: usize,
     /// `PALISADE_LOG` of every process.
     pub log_filter: String,
+    /// The plan stream's idle timeout (agents and operators; operators ping at a third of it).
+    /// `None` keeps the binaries' defaults.
+    pub stream_idle_timeout_seconds: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -59,6 +62,7 @@ impl Default for StackOptions {
             probe_timeout: Duration::from_millis(400),
             probe_parallelism: 12,
             log_filter: "info".to_owned(),
+            stream_idle_timeout_seconds: None,
         }
     }
 }
@@ -294,6 +298,11 @@ impl Stack {
             .args(["--identity", identity])
             .env("PALISADE_LOG", &self.options.log_filter)
             .env_remove("KUBECONFIG");
+        if let Some(idle) = self.options.stream_idle_timeout_seconds {
+            let ping = (idle / 3).max(1);
+            command.args(["--stream-ping-interval-seconds", &ping.to_string()]);
+            command.args(["--stream-idle-timeout-seconds", &idle.max(2 * ping).to_string()]);
+        }
         let process = Process::spawn(identity, command, &log)?;
         Ok(OperatorReplica {
             identity: identity.to_owned(),
@@ -427,6 +436,9 @@ impl Stack {
             .args(["--netns", &agent.node_object])
             .args(["--health-address", &agent.health_address.to_string()])
             .env("PALISADE_LOG", &self.options.log_filter);
+        if let Some(idle) = self.options.stream_idle_timeout_seconds {
+            command.args(["--stream-idle-timeout-seconds", &idle.to_string()]);
+        }
         // No --node-ip: the node's addresses reach the agent in its plan, from the Node object.
         Ok(Process::spawn(&format!("agent {}", agent.node), command, &agent.log)?)
     }
@@ -439,6 +451,21 @@ impl Stack {
     pub async fn agent_ready(&self, node: &str) -> Result<bool> {
         let agent = &self.agents[self.agent_index(node)?];
         Ok(http_get_status(agent.health_address, "/readyz").await == Some(200))
+    }
+
+    /// Whether the agent on `node` says (in its metrics) that its plan stream is open.
+    pub async fn agent_connected(&self, node: &str) -> Result<bool> {
+        let agent = &self.agents[self.agent_index(node)?];
+        let (_, metrics) = http_get(agent.health_address, "/metrics")
+            .await
+            .ok_or_else(|| Error::Setup(format!("agent {node} serves no metrics on {}", agent.health_address)))?;
+        Ok(metrics.lines().any(|line| line.trim() == "palisade_agent_connected 1"))
+    }
+
+    /// Makes the operators' Service swallow every byte both ways (connections stay open), or
+    /// pass them again: a network path that drops packets without a reset.
+    pub fn blackhole_operators(&self, blackholed: bool) {
+        self.proxy.set_blackholed(blackholed);
     }
 
     /// Waits (60 s) for the agent on `node` to be Ready.
@@ -918,6 +945,11 @@ fn free_local_address() -> Result<SocketAddr> {
 
 /// The status code of a plain-HTTP GET, `None` when nothing answers (1 s budget).
 pub(crate) async fn http_get_status(address: SocketAddr, path: &str) -> Option<u16> {
+    http_get(address, path).await.map(|(status, _)| status)
+}
+
+/// A plain-HTTP GET: the status code and the body, `None` when nothing answers (1 s budget).
+pub(crate) async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
@@ -926,7 +958,9 @@ pub(crate) async fn http_get_status(address: SocketAddr, path: &str) -> Option<u
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8_lossy(&response);
-        text.split_whitespace().nth(1)?.parse().ok()
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        Some((status, body.to_owned()))
     };
     tokio::time::timeout(Duration::from_secs(1), attempt).await.ok().flatten()
 }
