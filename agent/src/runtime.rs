@@ -56,7 +56,7 @@ pub struct AgentConfig {
     /// Longest wait between reconnects and between retries of a rejected plan.
     pub max_backoff: Duration,
     /// A plan stream that delivers nothing (not even the operator's pings) for this long is dead:
-    /// the agent closes it and reconnects. Also the bound on every send.
+    /// the agent closes it and reconnects. Also the bound on every send and every connection attempt.
     pub stream_idle_timeout: Duration,
 }
 
@@ -245,7 +245,11 @@ async fn follow_operator(
     loop {
         let outcome = tokio::select! {
             _ = &mut stop => return,
-            outcome = stream::connect(&endpoint) => outcome,
+            // An attempt the operator never answers (a dropped path) is bounded like a silent stream.
+            outcome = tokio::time::timeout(idle_timeout, stream::connect(&endpoint)) => match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => Err(StreamError::Unanswered { seconds: idle_timeout.as_secs() }),
+            },
         };
         match outcome {
             Ok(mut connection) => {

@@ -32,6 +32,8 @@ pub enum StreamError {
     WebSocket(#[from] Box<tungstenite::Error>),
     #[error("operator closed the plan stream")]
     Closed,
+    #[error("the operator did not answer a connection attempt within {seconds} s")]
+    Unanswered { seconds: u64 },
     #[error("the plan stream was silent for {seconds} s (no ping, no message, or a send that did not complete)")]
     Silent { seconds: u64 },
     #[error(transparent)]

@@ -75,12 +75,15 @@ struct FakeOperator {
 
 impl FakeOperator {
     async fn start(dir: &Path) -> FakeOperator {
-        FakeOperator::start_with(dir, None).await
+        FakeOperator::start_with(dir, None, 0).await
     }
 
     /// `refusal`: answer every subscription with HTTP 403 and this body, as the real operator
     /// does for a token bound to another node.
-    async fn start_with(dir: &Path, refusal: Option<&'static str>) -> FakeOperator {
+    ///
+    /// `muted`: the first this many connections are accepted and then never answered (not even
+    /// the TLS handshake), as when the path to the operator drops packets.
+    async fn start_with(dir: &Path, refusal: Option<&'static str>, muted: usize) -> FakeOperator {
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .expect("test certificate");
         let ca_file = dir.join("ca.crt");
@@ -97,7 +100,12 @@ impl FakeOperator {
         let addr = listener.local_addr().expect("addr");
         let (found, subscriptions) = mpsc::channel(8);
         tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Ok((tcp, _)) = listener.accept().await {
+                if held.len() < muted {
+                    held.push(tcp);
+                    continue;
+                }
                 let (acceptor, found) = (acceptor.clone(), found.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
@@ -368,7 +376,7 @@ async fn on_a_legacy_node_the_rules_go_where_the_kernel_path_looks() {
 async fn a_refusal_carries_the_operators_reason() {
     let dir = temp_dir("refused");
     let reason = "the token is bound to a pod on node node-b, not on node node-a";
-    let operator = FakeOperator::start_with(&dir, Some(reason)).await;
+    let operator = FakeOperator::start_with(&dir, Some(reason), 0).await;
     std::fs::write(dir.join("token"), "token-1").expect("write token");
     let endpoint = palisade_agent::stream::Endpoint {
         url: palisade_agent::stream::stream_url(&operator.addr.to_string(), "node-a").expect("url"),
@@ -377,4 +385,22 @@ async fn a_refusal_carries_the_operators_reason() {
     };
     let error = palisade_agent::stream::connect(&endpoint).await.expect_err("refused").to_string();
     assert!(error.contains("HTTP 403") && error.contains(reason), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_attempt_that_is_never_answered_is_abandoned() {
+    let netns = Netns::new();
+    let dir = temp_dir("unanswered");
+    // The first connection is accepted and never answered: without a bound on connecting, the
+    // agent would wait on it forever (or for the kernel's connect timeout on a dropped SYN).
+    let mut operator = FakeOperator::start_with(&dir, None, 1).await;
+    let config = AgentConfig {
+        stream_idle_timeout: Duration::from_secs(2),
+        ..agent_config(&netns, &dir, operator.addr, &operator.ca_file)
+    };
+    let agent = Agent::start(config).await.expect("start");
+    let mut subscription = operator.next_subscription().await;
+    subscription.send(OperatorMessage::snapshot(1, sample_plan())).await;
+    assert!(matches!(subscription.reply().await, AgentMessage::Realized { version: 1, .. }));
+    agent.shutdown().await.expect("shutdown");
 }

@@ -66,7 +66,8 @@ pub struct RunArgs {
     resync_seconds: u64,
 
     /// Seconds without any frame from the operator (its pings included) after which the plan
-    /// stream counts as dead and the agent reconnects; also the bound on each report sent. The
+    /// stream counts as dead and the agent reconnects; also the bound on each report sent and on
+    /// each connection attempt. The
     /// operator pings at least three times as often (`--stream-ping-interval-seconds`).
     #[arg(long, env = "PALISADE_STREAM_IDLE_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     stream_idle_timeout_seconds: u64,
