@@ -6,7 +6,9 @@
 //! port", host bits of a CIDR, the fail-closed reading of fields this version does not know, and
 //! the stand-in of a refused policy. It shares nothing with the compiler's normalization
 //! ([`crate::validate`]'s normalized types), so a bug there cannot hide on both sides of the
-//! property test. Validation is used only as a yes/no gate: is this version accepted?
+//! property test. It shares with the compiler only label selector matching and the definition of
+//! a policy endpoint ([`Pod::is_policy_endpoint`]); validation is only a yes/no gate: is this
+//! version accepted?
 //!
 //! It is slow on purpose: it scans everything for every flow.
 
@@ -14,8 +16,8 @@ use std::net::IpAddr;
 
 use crate::model::{
     Cluster, ClusterNetworkPolicy, CnpAction, CnpPeer, CnpPort, CnpProtocol, CnpRule, CnpSubject, LabelSelector,
-    Labels, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicyRule, Pod, Policy, PolicyRef, PolicyType,
-    PortValue, Protocol, SelectorOperator, Tier,
+    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicyRule, Pod, Policy, PolicyRef, PolicyType,
+    PortValue, Protocol, Tier,
 };
 use crate::plan::{Action, Direction};
 use crate::validate::validate;
@@ -97,32 +99,13 @@ impl<'a> Reference<'a> {
     }
 }
 
-/// The pod that owns an address and that policies can judge: scheduled, not host-network (those
-/// share the node's addresses) and not finished (its address may already be another pod's).
+/// The pod that owns an address and that policies can judge ([`Pod::is_policy_endpoint`]).
 fn endpoint_with_address(cluster: &Cluster, address: IpAddr) -> Option<&Pod> {
-    cluster
-        .pods
-        .values()
-        .find(|pod| pod.node.is_some() && !pod.host_network && !pod.terminated && pod.ips.contains(&address))
+    cluster.pods.values().find(|pod| pod.is_policy_endpoint() && pod.ips.contains(&address))
 }
 
 fn own_node_addresses<'a>(cluster: &'a Cluster, pod: &Pod) -> &'a [IpAddr] {
     pod.node.as_ref().and_then(|node| cluster.nodes.get(node)).map(|node| node.ips.as_slice()).unwrap_or(&[])
-}
-
-/// `metav1.LabelSelector`: every `matchLabels` pair and every expression must hold.
-fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
-    selector.match_labels.iter().all(|(key, value)| labels.get(key) == Some(value))
-        && selector.match_expressions.iter().all(|requirement| {
-            let value = labels.get(&requirement.key);
-            match &requirement.operator {
-                SelectorOperator::In => value.is_some_and(|value| requirement.values.contains(value)),
-                SelectorOperator::NotIn => !value.is_some_and(|value| requirement.values.contains(value)),
-                SelectorOperator::Exists => value.is_some(),
-                SelectorOperator::DoesNotExist => value.is_none(),
-                SelectorOperator::Unknown(_) => false,
-            }
-        })
 }
 
 /// Whether `address` is inside the CIDR `text`. Kubernetes accepts host bits and ignores them,
@@ -231,14 +214,12 @@ impl Judge<'_> {
     fn subject_selects(&self, policy: &Policy, pod: &Pod) -> bool {
         let namespace_labels = self.cluster.namespaces.get(&pod.key.namespace).map(|ns| &ns.labels);
         match policy {
-            Policy::Network(np) => pod.key.namespace == np.namespace && selector_matches(&np.pod_selector, &pod.labels),
+            Policy::Network(np) => pod.key.namespace == np.namespace && np.pod_selector.matches(&pod.labels),
             Policy::Cluster(cnp) => match &cnp.subject {
-                CnpSubject::Namespaces(selector) => {
-                    namespace_labels.is_some_and(|labels| selector_matches(selector, labels))
-                }
+                CnpSubject::Namespaces(selector) => namespace_labels.is_some_and(|labels| selector.matches(labels)),
                 CnpSubject::Pods { namespace_selector, pod_selector } => {
-                    namespace_labels.is_some_and(|labels| selector_matches(namespace_selector, labels))
-                        && selector_matches(pod_selector, &pod.labels)
+                    namespace_labels.is_some_and(|labels| namespace_selector.matches(labels))
+                        && pod_selector.matches(&pod.labels)
                 }
                 CnpSubject::Invalid(_) => false,
             },
@@ -267,9 +248,9 @@ impl Judge<'_> {
                 .cluster
                 .namespaces
                 .get(&pod.key.namespace)
-                .is_some_and(|namespace| selector_matches(selector, &namespace.labels)),
+                .is_some_and(|namespace| selector.matches(&namespace.labels)),
         };
-        let pod_matches = peer.pod_selector.as_ref().is_none_or(|selector| selector_matches(selector, &pod.labels));
+        let pod_matches = peer.pod_selector.as_ref().is_none_or(|selector| selector.matches(&pod.labels));
         namespace_matches && pod_matches
     }
 
@@ -323,19 +304,17 @@ impl Judge<'_> {
                 self.cluster
                     .namespaces
                     .get(&pod.key.namespace)
-                    .is_some_and(|namespace| selector_matches(namespace_selector, &namespace.labels))
-                    && selector_matches(pod_selector, &pod.labels)
+                    .is_some_and(|namespace| namespace_selector.matches(&namespace.labels))
+                    && pod_selector.matches(&pod.labels)
             })
         };
         match peer {
             CnpPeer::Namespaces(selector) => pod_in(selector, &LabelSelector::default()),
             CnpPeer::Pods { namespace_selector, pod_selector } => pod_in(namespace_selector, pod_selector),
             CnpPeer::Networks(cidrs) => cidrs.iter().any(|cidr| cidr_contains(cidr, address)),
-            CnpPeer::Nodes(selector) => self
-                .cluster
-                .nodes
-                .values()
-                .any(|node| selector_matches(selector, &node.labels) && node.ips.contains(&address)),
+            CnpPeer::Nodes(selector) => {
+                self.cluster.nodes.values().any(|node| selector.matches(&node.labels) && node.ips.contains(&address))
+            }
             // Palisade does not intercept DNS: a domain name peer matches no traffic.
             CnpPeer::DomainNames(_) => false,
             CnpPeer::Unknown => false,

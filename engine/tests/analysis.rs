@@ -9,29 +9,15 @@ use palisade_engine::analysis::{selector_witness, unsatisfiable_selectors};
 use palisade_engine::model::*;
 use proptest::prelude::*;
 
+/// The vocabulary of [`arb_requirement`].
 const KEYS: [&str; 2] = ["app", "tier"];
 const VALUES: [&str; 3] = ["a", "b", "c"];
 
 /// Selectors with up to four expressions over two keys, so contradictions are common.
 fn arb_dense_selector() -> impl Strategy<Value = LabelSelector> {
-    let operator = prop_oneof![
-        Just(SelectorOperator::In),
-        Just(SelectorOperator::NotIn),
-        Just(SelectorOperator::Exists),
-        Just(SelectorOperator::DoesNotExist),
-    ];
     let value = prop::sample::select(&VALUES[..]).prop_map(str::to_string);
-    let expression = (prop::sample::select(&KEYS[..]), operator, prop::collection::vec(value.clone(), 1..=3)).prop_map(
-        |(key, operator, values)| {
-            let values = match operator {
-                SelectorOperator::In | SelectorOperator::NotIn => values,
-                _ => vec![],
-            };
-            SelectorRequirement { key: key.to_string(), operator, values }
-        },
-    );
     let labels = prop::collection::btree_map(prop::sample::select(&KEYS[..]).prop_map(str::to_string), value, 0..=2);
-    (labels, prop::collection::vec(expression, 0..=4))
+    (labels, prop::collection::vec(arb_requirement(), 0..=4))
         .prop_map(|(match_labels, match_expressions)| LabelSelector { match_labels, match_expressions })
 }
 

@@ -141,7 +141,8 @@ fn arb_labels() -> impl Strategy<Value = Labels> {
     })
 }
 
-fn arb_requirement() -> impl Strategy<Value = SelectorRequirement> {
+/// One expression over the test vocabulary; In and NotIn carry one or two values.
+pub fn arb_requirement() -> impl Strategy<Value = SelectorRequirement> {
     let operator = prop_oneof![
         Just(SelectorOperator::In),
         Just(SelectorOperator::NotIn),
