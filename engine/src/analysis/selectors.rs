@@ -1,15 +1,12 @@
-//! Analysis for admission and `palisade lint`: facts about a policy that hold in every possible
-//! cluster, not only in today's objects, each with something a person can check.
+//! Label selectors: a witness for every selector that can match, and field-path errors for
+//! those that cannot.
 //!
-//! Validation ([`crate::validate`]) asks what the API server would ask: is each field well formed?
-//! Analysis asks whether the policy can mean what it says. It starts here with label selectors:
-//! a selector that no labels can satisfy (`team: web` together with `team NotIn [web]`) passes
-//! the schema and silently selects nothing, so the policy looks enforced and is not. When a
-//! selector can be satisfied, [`selector_witness`] gives the labels that prove it; they are the
-//! building block of every witness flow the contradiction checks will print.
+//! A selector that no labels can satisfy (`team: web` together with `team NotIn [web]`) passes
+//! the schema and silently selects nothing, so the policy looks enforced and is not.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use super::space::{LabelSpace, Literal};
 use crate::error::PolicyError;
 use crate::model::{CnpPeer, CnpSubject, LabelSelector, Labels, Policy, SelectorOperator};
 
@@ -20,107 +17,57 @@ pub struct Unsatisfiable {
     pub reason: String,
 }
 
-/// What a selector requires of one key, gathered from `matchLabels` and every expression.
-#[derive(Default)]
-struct KeyRequirements {
-    /// `matchLabels`, `In` and `Exists` need the key; `DoesNotExist` forbids it.
-    must_exist: bool,
-    must_not_exist: bool,
-    /// The intersection of `matchLabels` and every `In` list; `None` while nothing restricts it.
-    one_of: Option<BTreeSet<String>>,
-    /// The union of every `NotIn` list.
-    none_of: BTreeSet<String>,
+/// The selector's requirements as literals: `matchLabels` first, then the expressions.
+pub(crate) fn literals(selector: &LabelSelector) -> Vec<Literal> {
+    let mut all: Vec<Literal> = selector.match_labels.iter().map(|(key, value)| Literal::equals(key, value)).collect();
+    all.extend(selector.match_expressions.iter().map(Literal::of));
+    all
 }
 
 /// Labels that the selector matches, or the key that makes that impossible. The labels carry
-/// only the keys the selector names (a key that only `NotIn` or `DoesNotExist` names is left out).
+/// only the keys the selector requires (a key that only `NotIn` or `DoesNotExist` names is left out).
 ///
 /// A selector with an `Unknown` operator matches nothing (validation rejects it anyway).
 pub fn selector_witness(selector: &LabelSelector) -> Result<Labels, Unsatisfiable> {
-    let mut keys: BTreeMap<&str, KeyRequirements> = BTreeMap::new();
-    for (key, value) in &selector.match_labels {
-        let requirements = keys.entry(key).or_default();
-        requirements.must_exist = true;
-        restrict(&mut requirements.one_of, std::iter::once(value));
-    }
-    for requirement in &selector.match_expressions {
-        let requirements = keys.entry(&requirement.key).or_default();
-        match &requirement.operator {
-            SelectorOperator::In => {
-                requirements.must_exist = true;
-                restrict(&mut requirements.one_of, requirement.values.iter());
-            }
-            SelectorOperator::NotIn => requirements.none_of.extend(requirement.values.iter().cloned()),
-            SelectorOperator::Exists => requirements.must_exist = true,
-            SelectorOperator::DoesNotExist => requirements.must_not_exist = true,
-            SelectorOperator::Unknown(operator) => {
-                return Err(Unsatisfiable {
-                    key: requirement.key.clone(),
-                    reason: format!("operator {operator:?} matches nothing"),
-                });
-            }
+    let mut space = LabelSpace::default();
+    for literal in literals(selector) {
+        if !space.restrict(&literal) {
+            return Err(Unsatisfiable { reason: why_unsatisfiable(selector, &literal), key: literal.key });
         }
     }
-    let mut labels = Labels::new();
-    for (key, requirements) in keys {
-        let unsatisfiable = |reason: String| Unsatisfiable { key: key.to_string(), reason };
-        if requirements.must_not_exist {
-            if requirements.must_exist {
-                return Err(unsatisfiable(
-                    "it must exist (matchLabels, In or Exists) and must not exist (DoesNotExist)".into(),
-                ));
-            }
-            continue;
-        }
-        if !requirements.must_exist {
-            // Only NotIn names it: leaving the key out satisfies NotIn.
-            continue;
-        }
-        let value = match &requirements.one_of {
-            Some(allowed) => {
-                let Some(value) = allowed.iter().find(|value| !requirements.none_of.contains(*value)) else {
-                    return Err(unsatisfiable(if allowed.is_empty() {
-                        "matchLabels and In require values that exclude each other".into()
-                    } else {
-                        format!(
-                            "every value it may have ({}) is excluded by NotIn",
-                            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-                        )
-                    }));
-                };
-                value.clone()
-            }
-            None => fresh_value(&requirements.none_of),
-        };
-        labels.insert(key.to_string(), value);
-    }
-    Ok(labels)
+    Ok(space.witness())
 }
 
-/// Narrows the allowed values of a key to those also in `values`.
-fn restrict<'a>(one_of: &mut Option<BTreeSet<String>>, values: impl Iterator<Item = &'a String>) {
-    let values: BTreeSet<String> = values.cloned().collect();
-    *one_of = Some(match one_of.take() {
-        None => values,
-        Some(allowed) => allowed.intersection(&values).cloned().collect(),
-    });
-}
-
-/// A label value outside `excluded`: `any`, then `any-1`, `any-2`, … (valid label values all).
-/// Of the first `excluded.len() + 1` candidates one is always free, so the loop ends.
-fn fresh_value(excluded: &BTreeSet<String>) -> String {
-    let mut n = 0;
-    loop {
-        let candidate = if n == 0 { "any".to_string() } else { format!("any-{n}") };
-        if !excluded.contains(&candidate) {
-            return candidate;
-        }
-        n += 1;
+/// Explains, in the selector's own terms, why the requirements on `failed.key` exclude each other.
+fn why_unsatisfiable(selector: &LabelSelector, failed: &Literal) -> String {
+    if let SelectorOperator::Unknown(operator) = &failed.operator {
+        return format!("operator {operator:?} matches nothing");
+    }
+    let on_key: Vec<Literal> = literals(selector).into_iter().filter(|literal| literal.key == failed.key).collect();
+    let has = |operator: SelectorOperator| on_key.iter().any(|literal| literal.operator == operator);
+    let needed = has(SelectorOperator::In) || has(SelectorOperator::Exists);
+    if has(SelectorOperator::DoesNotExist) && needed {
+        return "it must exist (matchLabels, In or Exists) and must not exist (DoesNotExist)".into();
+    }
+    let mut allowed: Option<BTreeSet<&String>> = None;
+    for literal in on_key.iter().filter(|literal| literal.operator == SelectorOperator::In) {
+        let values: BTreeSet<&String> = literal.values.iter().collect();
+        allowed = Some(match allowed {
+            None => values,
+            Some(previous) => previous.intersection(&values).copied().collect(),
+        });
+    }
+    match allowed {
+        Some(allowed) if !allowed.is_empty() => format!(
+            "every value it may have ({}) is excluded by NotIn",
+            allowed.into_iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        _ => "matchLabels and In require values that exclude each other".into(),
     }
 }
 
 /// Every label selector of a policy, with its field path.
-fn selectors_of(policy: &Policy) -> Vec<(String, &LabelSelector)> {
+pub(crate) fn selectors_of(policy: &Policy) -> Vec<(String, &LabelSelector)> {
     let mut found = Vec::new();
     match policy {
         Policy::Network(np) => {
