@@ -1,12 +1,14 @@
 //! `palisade`: one binary for every Palisade process.
 //!
 //! - `palisade operator`: the operator (index, plan stream, status), see `palisade-operator`.
+//! - `palisade lint FILE|DIR|-`: the admission analysis over manifests, see `palisade-webhook`.
 //! - `palisade agent run|cleanup`: the node agent (plan stream client, dataplane, health) and the
 //!   removal of everything it installed, see `palisade-agent`.
 //!
 //! Flags have environment fallbacks here; the work is in the libraries.
 
 mod agent;
+mod lint;
 mod operator;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,8 @@ enum Command {
     /// Run the node agent, or remove what it installed.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Check manifests as the admission webhook would: contradictions are errors, mistakes warnings.
+    Lint(lint::LintArgs),
 }
 
 #[tokio::main]
@@ -46,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Operator(args) => operator::run(args).await,
         Command::Agent(command) => agent::run(command).await,
+        // Lint's output is its report; it exits with its verdict.
+        Command::Lint(args) => std::process::exit(lint::run(args)?),
     }
 }
 

@@ -46,8 +46,7 @@ pub enum Severity {
 }
 
 /// What was found; its id is stable (SARIF rule ids, JSON output, documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Check {
     Invalid,
     UnsatisfiableSelector,
@@ -111,6 +110,12 @@ impl Check {
             Check::MatchesNothing => "A selector or named port matches no current object.",
             Check::IpBlockCoversPods => "An ipBlock covers pod addresses, which change as pods come and go.",
         }
+    }
+}
+
+impl Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.id())
     }
 }
 
@@ -293,6 +298,15 @@ fn protocol_name(protocol: Protocol) -> &'static str {
     }
 }
 
+/// Whether the witness search picked this address freely (from the benchmarking ranges it
+/// prefers) rather than because a CIDR of a rule required it.
+fn is_default_address(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
+        IpAddr::V6(v6) => v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0198,
+    }
+}
+
 impl Witness {
     /// One endpoint in words: `a pod labelled app=a in a namespace labelled env=prod`.
     fn endpoint(&self, address: IpAddr) -> String {
@@ -304,6 +318,10 @@ impl Witness {
             }
             if let Some(named) = pod.named_ports.first() {
                 text.push_str(&format!(" with port {:?} = {}", named.name, named.port));
+            }
+            if !is_default_address(address) {
+                // A CIDR chose this address: it is part of what the rules match.
+                text.push_str(&format!(" at {address}"));
             }
             let namespace = self.cluster.namespaces.get(&pod.key.namespace);
             let generic = pod.key.namespace.starts_with("subject-ns") || pod.key.namespace.starts_with("peer-ns");
@@ -595,7 +613,7 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
                 Policy::Network(_) => "spec.podSelector",
                 Policy::Cluster(_) => "spec.subject",
             };
-            findings.push(warn(field.into(), "selects no pod of the cluster today".into()));
+            findings.push(warn(field.into(), "selects none of the known pods".into()));
         }
     }
     for direction in DIRECTIONS {
@@ -611,7 +629,7 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
                             format!("{}.protocols[{k}].destinationNamedPort", rule_field(direction, rule))
                         }
                     };
-                    findings.push(warn(field, format!("no pod of the cluster today has a port named {name:?}")));
+                    findings.push(warn(field, format!("none of the known pods has a port named {name:?}")));
                 }
             }
         }
@@ -623,7 +641,7 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
                 if !objects.nodes.is_empty() && !objects.nodes.values().any(|node| selector.matches(&node.labels)) {
                     findings.push(warn(
                         format!("spec.egress[{i}].to[{j}].nodes"),
-                        "selects no node of the cluster today".into(),
+                        "selects none of the known nodes".into(),
                     ));
                 }
             }

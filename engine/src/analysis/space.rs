@@ -67,7 +67,8 @@ impl Intervals {
             return Some(value);
         }
         for &(a, b) in &self.0 {
-            let mut value = a;
+            // Past the first value (a network's own address) when the interval allows.
+            let mut value = if a < b { a + 1 } else { a };
             loop {
                 if !taken.contains(&value) {
                     return Some(value);
@@ -76,6 +77,9 @@ impl Intervals {
                     break;
                 }
                 value += 1;
+            }
+            if a < b && !taken.contains(&a) {
+                return Some(a);
             }
         }
         None
@@ -459,7 +463,7 @@ mod tests {
         set.keep(2, 6);
         assert_eq!(set, Intervals(vec![(2, 2), (5, 6)]));
         assert_eq!(set.pick(&[6], &[]), Some(6));
-        assert_eq!(set.pick(&[], &[2]), Some(5));
+        assert_eq!(set.pick(&[], &[2]), Some(6));
     }
 
     #[test]
