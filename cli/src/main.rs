@@ -1,6 +1,7 @@
 //! `palisade`: one binary for every Palisade process.
 //!
 //! - `palisade operator`: the operator (index, plan stream, status), see `palisade-operator`.
+//! - `palisade webhook`: the validating admission webhook, see `palisade-webhook`.
 //! - `palisade lint FILE|DIR|-`: the admission analysis over manifests, see `palisade-webhook`.
 //! - `palisade agent run|cleanup`: the node agent (plan stream client, dataplane, health) and the
 //!   removal of everything it installed, see `palisade-agent`.
@@ -10,6 +11,7 @@
 mod agent;
 mod lint;
 mod operator;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,8 @@ enum Command {
     /// Run the node agent, or remove what it installed.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Run the validating admission webhook: refuse contradictory policies before they apply.
+    Webhook(webhook::WebhookArgs),
     /// Check manifests as the admission webhook would: contradictions are errors, mistakes warnings.
     Lint(lint::LintArgs),
 }
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Operator(args) => operator::run(args).await,
         Command::Agent(command) => agent::run(command).await,
+        Command::Webhook(args) => webhook::run(args).await,
         // Lint's output is its report; it exits with its verdict.
         Command::Lint(args) => std::process::exit(lint::run(args)?),
     }

@@ -10,6 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const ACCEPTED: &str = "palisade.dev/Accepted";
 /// Every node that must enforce the policy enforces its current generation.
 pub const REALIZED: &str = "palisade.dev/Realized";
+/// ClusterNetworkPolicy only: it ties (same tier and priority) with another one in force and
+/// the two decide some traffic differently; the message is the admission webhook's explanation.
+/// The dataplane still decides such a tie the same way everywhere: by name.
+pub const CONFLICTING: &str = "palisade.dev/Conflicting";
 /// PolicyStatus only: Accepted and Realized are both True. Unprefixed, as kstatus-style tools
 /// and the `Ready` printer column expect.
 pub const READY: &str = "Ready";
@@ -35,6 +39,10 @@ pub mod reasons {
     pub const PENDING: &str = "Pending";
     /// Realized=False: some nodes failed to enforce it (see `firstErrors`).
     pub const FAILED: &str = "Failed";
+    /// Conflicting=True.
+    pub const CONFLICTING: &str = "Conflicting";
+    /// Conflicting=False.
+    pub const NO_CONFLICT: &str = "NoConflict";
     /// Realized=True: no pod is selected, so there is nothing to enforce.
     pub const NO_SELECTED_PODS: &str = "NoSelectedPods";
 }

@@ -302,6 +302,14 @@ impl Engine {
         self.settle_policy_change(&reference, old, delta)
     }
 
+    /// The policies in force as their own accepted versions (stand-ins excluded), normalized.
+    pub fn accepted_policies(&self) -> impl Iterator<Item = &ValidPolicy> {
+        self.installed
+            .values()
+            .filter(|installed| installed.installed_as == InstalledAs::Accepted)
+            .map(|installed| &installed.policy)
+    }
+
     /// What is in force for a policy the engine has seen, and of which revision.
     pub fn enforcement(&self, reference: &PolicyRef) -> Option<Enforcement> {
         let refused = self.quarantined.contains_key(reference);

@@ -186,7 +186,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
     // installing it explicitly keeps a future second provider from panicking at the handshake.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let client = client(&config).await?;
+    let client = client(config.kubeconfig.as_deref()).await?;
     let serving_certificate = tls::ServingCertificate::load(&config.tls_certificate, &config.tls_key).await?;
     let stream_listener = server::bind(config.stream_address).map_err(|source| OperatorError::Listen {
         address: config.stream_address,
@@ -305,7 +305,11 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
     tasks.spawn({
         let (interval, metrics, shutdown) = (config.timings.tls_reload, metrics.clone(), shutdown.clone());
         async move {
-            serving_certificate.watch(interval, metrics, shutdown).await;
+            let counters = tls::ReloadCounters {
+                reloads: metrics.tls_reloads.clone(),
+                failures: metrics.tls_reload_failures.clone(),
+            };
+            serving_certificate.watch(interval, counters, shutdown).await;
             Ok(())
         }
     });
@@ -336,8 +340,8 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
 }
 
 /// Serves until `shutdown`, then drains for a few seconds. A server error cancels `shutdown`,
-/// so [`run`] exits instead of running without its stream.
-async fn serve_until<A: axum_server::Address>(
+/// so [`run`] exits instead of running without its stream. The webhook serves the same way.
+pub async fn serve_until<A: axum_server::Address>(
     serving: impl std::future::Future<Output = std::io::Result<()>>,
     handle: axum_server::Handle<A>,
     shutdown: CancellationToken,
@@ -358,14 +362,15 @@ async fn serve_until<A: axum_server::Address>(
     served.map_err(|source| OperatorError::Serve { what, source })
 }
 
-async fn client(config: &OperatorConfig) -> Result<Client, OperatorError> {
-    let client_config = match &config.kubeconfig {
+/// A client from a kubeconfig file, or inferred (in-cluster ServiceAccount, then `$KUBECONFIG`).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, OperatorError> {
+    let client_config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|error| OperatorError::Kubeconfig { path: path.clone(), message: error.to_string() })?;
+                .map_err(|error| OperatorError::Kubeconfig { path: path.to_owned(), message: error.to_string() })?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|error| OperatorError::Kubeconfig { path: path.clone(), message: error.to_string() })?
+                .map_err(|error| OperatorError::Kubeconfig { path: path.to_owned(), message: error.to_string() })?
         }
         None => kube::Config::infer().await.map_err(|error| OperatorError::Client(error.to_string()))?,
     };

@@ -141,7 +141,9 @@ impl StoredView {
             .status
             .iter()
             .flat_map(|status| status.conditions.iter())
-            .filter(|c| c.type_ == conditions::ACCEPTED || c.type_ == conditions::REALIZED)
+            .filter(|c| {
+                [conditions::ACCEPTED, conditions::REALIZED, conditions::CONFLICTING].contains(&c.type_.as_str())
+            })
             .cloned()
             .collect();
         Some(StoredView {
@@ -187,6 +189,8 @@ struct Facts {
     nodes_desired: usize,
     nodes_realized: usize,
     failures: Vec<NodeError>,
+    /// ClusterNetworkPolicies only: the policies in force it conflicts with, and why.
+    conflicts: Vec<(PolicyRef, String)>,
 }
 
 pub struct StatusWriter {
@@ -202,6 +206,9 @@ pub struct StatusWriter {
     /// Policies whose last write failed: when to try again, and the backoff that says so.
     retrying: HashMap<PolicyRef, (Instant, Backoff)>,
     stored: StoredSync,
+    /// The conflict partners each ClusterNetworkPolicy was last written with: when one side's
+    /// partners change, the other side is compared again too.
+    partners: BTreeMap<PolicyRef, BTreeSet<PolicyRef>>,
 }
 
 /// Per-policy retry delays after a failed write.
@@ -233,6 +240,7 @@ impl StatusWriter {
             events_sent: HashMap::new(),
             retrying: HashMap::new(),
             stored: StoredSync::default(),
+            partners: BTreeMap::new(),
         }
     }
 
@@ -398,8 +406,10 @@ impl StatusWriter {
     /// Brings one policy's stored status to what it should be, writing only on change.
     async fn write(&mut self, policy: &PolicyRef) -> Result<(), kube::Error> {
         let Some(facts) = self.facts(policy) else {
+            self.track_partners(policy, &[]);
             return self.forget(policy).await;
         };
+        self.track_partners(policy, &facts.conflicts);
         let desired = desired_conditions(policy, &facts);
         let is_network_policy = policy.kind == PolicyKind::NetworkPolicy;
         let counts = is_network_policy
@@ -540,6 +550,7 @@ impl StatusWriter {
             tracing::error!(%policy, "bug: a known policy the engine has never seen; status not written");
             return None;
         };
+        let conflicts = conflicts_of(index.engine(), policy);
         drop(index);
         let enforced_revision = enforcement.revision().cloned();
         let span = self.distribution.lock().span(policy).cloned().unwrap_or_default();
@@ -569,7 +580,31 @@ impl StatusWriter {
             nodes_desired: span.pods_per_node.len(),
             nodes_realized,
             failures,
+            conflicts,
         })
+    }
+
+    /// Records a policy's conflict partners; the policies that join or leave them are compared
+    /// again, so both sides of a conflict say so (and stop saying so) together.
+    fn track_partners(&mut self, policy: &PolicyRef, conflicts: &[(PolicyRef, String)]) {
+        let now: BTreeSet<PolicyRef> = conflicts.iter().map(|(other, _)| other.clone()).collect();
+        let before = self.partners.get(policy).cloned().unwrap_or_default();
+        let mut recheck: BTreeSet<PolicyRef> = now.symmetric_difference(&before).cloned().collect();
+        recheck.extend(
+            self.partners
+                .iter()
+                .filter(|(other, theirs)| theirs.contains(policy) != now.contains(*other))
+                .map(|(other, _)| other.clone()),
+        );
+        recheck.remove(policy);
+        if now.is_empty() {
+            self.partners.remove(policy);
+        } else {
+            self.partners.insert(policy.clone(), now);
+        }
+        if !recheck.is_empty() {
+            self.dirty.mark(recheck);
+        }
     }
 
     /// Events on a NetworkPolicy when it becomes invalid or realized, at most one per policy and
@@ -612,6 +647,24 @@ impl StatusWriter {
             }
         }
     }
+}
+
+/// The ClusterNetworkPolicies in force that tie with `policy` (same tier and priority) and
+/// decide some traffic differently, with the analysis's explanation. Only accepted versions
+/// take part: a refused policy is reported as such, and its stand-in only denies.
+fn conflicts_of(engine: &palisade_engine::Engine, policy: &PolicyRef) -> Vec<(PolicyRef, String)> {
+    if policy.kind != PolicyKind::ClusterNetworkPolicy {
+        return Vec::new();
+    }
+    let Some(own) = engine.accepted_policies().find(|valid| &valid.reference == policy) else { return Vec::new() };
+    engine
+        .accepted_policies()
+        .filter(|other| other.reference != own.reference && other.layer == own.layer && other.priority == own.priority)
+        .filter_map(|other| {
+            let finding = palisade_engine::analysis::conflict_between(own, other)?;
+            Some((other.reference.clone(), finding.message))
+        })
+        .collect()
 }
 
 /// Runs one API write within [`WRITE_TIMEOUT`]; a write that takes longer counts as failed.
@@ -681,6 +734,19 @@ fn desired_conditions(policy: &PolicyRef, facts: &Facts) -> Vec<Condition> {
         condition(conditions::REALIZED, false, reasons::PENDING, format!("realized on {n} of {m} nodes"))
     };
     let mut all = vec![accepted, realized];
+    if policy.kind == PolicyKind::ClusterNetworkPolicy {
+        all.push(if facts.conflicts.is_empty() {
+            condition(
+                conditions::CONFLICTING,
+                false,
+                reasons::NO_CONFLICT,
+                "no policy in force at its tier and priority decides any traffic differently".into(),
+            )
+        } else {
+            let messages: Vec<&str> = facts.conflicts.iter().map(|(_, message)| message.as_str()).collect();
+            condition(conditions::CONFLICTING, true, reasons::CONFLICTING, messages.join("; "))
+        });
+    }
     if policy.kind == PolicyKind::NetworkPolicy {
         let ready = all.iter().all(|c| c.status == conditions::STATUS_TRUE);
         // Ready repeats the reason of the first condition that is not True.

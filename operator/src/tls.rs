@@ -1,4 +1,4 @@
-//! The plan stream's serving certificate, reloaded when its files change.
+//! A serving certificate (the plan stream's, the webhook's), reloaded when its files change.
 //!
 //! cert-manager and projected Secret volumes rotate the files in place; reloading them keeps
 //! serving without a restart (and without dropping the agents' streams). The files are compared by
@@ -12,10 +12,19 @@ use std::time::Duration;
 use axum_server::tls_rustls::RustlsConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::OperatorError;
-use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
 
-/// Where the serving certificate comes from, and the live configuration serving it.
+use crate::OperatorError;
+
+/// Counts of reloads, for the serving process's metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadCounters {
+    pub reloads: Counter,
+    pub failures: Counter,
+}
+
+/// Where the serving certificate comes from, and the live configuration serving it. The
+/// operator's plan stream and the admission webhook both serve with it.
 #[derive(Clone)]
 pub struct ServingCertificate {
     pub certificate: PathBuf,
@@ -34,7 +43,7 @@ impl ServingCertificate {
     }
 
     /// Checks the files every `interval` and reloads on a change, until `shutdown`.
-    pub async fn watch(self, interval: Duration, metrics: Metrics, shutdown: CancellationToken) {
+    pub async fn watch(self, interval: Duration, counters: ReloadCounters, shutdown: CancellationToken) {
         // The files are small: keeping their bytes is the simplest exact comparison.
         let mut loaded = read_pair(&self.certificate, &self.key).await.ok();
         let mut rejected = None;
@@ -57,12 +66,12 @@ impl ServingCertificate {
             match self.config.reload_from_pem(pair.0.clone(), pair.1.clone()).await {
                 Ok(()) => {
                     loaded = Some(pair);
-                    metrics.tls_reloads.inc();
+                    counters.reloads.inc();
                     tracing::info!(certificate = %self.certificate.display(), "reloaded the serving certificate");
                 }
                 Err(error) => {
                     rejected = Some(pair);
-                    metrics.tls_reload_failures.inc();
+                    counters.failures.inc();
                     tracing::error!(certificate = %self.certificate.display(), key = %self.key.display(), %error,
                         "the changed serving certificate does not load; keeping the previous one");
                 }

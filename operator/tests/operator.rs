@@ -742,3 +742,53 @@ async fn stored_status_that_drifts_is_repaired_from_the_watch() {
     .await;
     operator.shutdown().await.expect("clean shutdown");
 }
+
+fn tied(name: &str, action: &str, priority: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": { "name": name },
+        "spec": {
+            "tier": "Admin", "priority": priority,
+            "subject": { "namespaces": { "matchLabels": { "team": "web" } } },
+            "ingress": [{ "name": "r", "action": action, "from": [{ "namespaces": {} }] }],
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_pair_that_bypassed_admission_is_flagged_on_both_and_cleared_when_resolved() {
+    init_logging();
+    let harness = &Harness::start().await;
+    // Only the partners' tracking may bring the first policy's condition up to date.
+    let mut config = harness.config("operator-conflicts");
+    config.timings.status_full_reconcile = Duration::from_secs(3600);
+    let operator = palisade_operator::start(config).await.expect("operator starts");
+    // No webhook runs here, as when policies predate the install or the webhook is down.
+    create_cluster_policy(harness, tied("tie-accept", "Accept", 7)).await;
+    create_cluster_policy(harness, tied("tie-deny", "Deny", 7)).await;
+    for (name, other) in [("tie-accept", "tie-deny"), ("tie-deny", "tie-accept")] {
+        eventually(&format!("{name} to be Conflicting"), || async move {
+            cnp_condition(harness, name, conditions::CONFLICTING).await.is_some_and(|c| {
+                c.status == "True" && c.reason == reasons::CONFLICTING && c.message.contains(&format!("\"{other}\""))
+            })
+        })
+        .await;
+    }
+    let condition = cnp_condition(harness, "tie-accept", conditions::CONFLICTING).await.expect("condition");
+    assert!(condition.message.contains("have the same tier (Admin) and priority (7)"), "{}", condition.message);
+
+    // Another priority resolves the tie: both conditions clear.
+    Api::<ClusterNetworkPolicy>::all(harness.client.clone())
+        .patch("tie-deny", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "priority": 8 } })))
+        .await
+        .expect("move the deny to another priority");
+    for name in ["tie-accept", "tie-deny"] {
+        eventually(&format!("{name} to stop conflicting"), || async move {
+            cnp_condition(harness, name, conditions::CONFLICTING)
+                .await
+                .is_some_and(|c| c.status == "False" && c.reason == reasons::NO_CONFLICT)
+        })
+        .await;
+    }
+    operator.shutdown().await.expect("clean shutdown");
+}

@@ -8,6 +8,12 @@
 //!   field-path errors; the schema check for ClusterNetworkPolicies.
 //! - [`lint`]: files, directories and stdin into findings with file and line; human, JSON and
 //!   SARIF reports; exit codes.
+//! - [`review`]: one AdmissionReview in, one decision out (pure).
+//! - [`cache`]: the policies and objects the webhook compares a request with, from watches.
+//! - [`server`]: `palisade webhook`: the TLS admission endpoint, probes and metrics.
 
+pub mod cache;
 pub mod lint;
 pub mod objects;
+pub mod review;
+pub mod server;

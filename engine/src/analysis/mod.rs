@@ -24,6 +24,7 @@ mod search;
 mod selectors;
 mod space;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -154,11 +155,19 @@ impl std::fmt::Display for Finding {
 /// compare policies with objects are skipped.
 pub fn analyze(policies: &[Policy], objects: Option<&Cluster>) -> Vec<Finding> {
     let prepared: Vec<Prepared> = policies.iter().map(Prepared::new).collect();
+    // Only ClusterNetworkPolicies of one tier and priority can conflict: compare within groups.
+    let mut tied: BTreeMap<(Layer, i32), Vec<usize>> = BTreeMap::new();
+    for (i, policy) in prepared.iter().enumerate() {
+        if let Some(valid) = policy.valid.as_ref().filter(|valid| valid.layer != Layer::NetworkPolicy) {
+            tied.entry((valid.layer, valid.priority)).or_default().push(i);
+        }
+    }
     let mut findings = Vec::new();
     for (i, policy) in prepared.iter().enumerate() {
         findings.extend(own_findings(policy, objects));
-        for earlier in &prepared[..i] {
-            findings.extend(conflict(policy, earlier));
+        let group = policy.valid.as_ref().and_then(|valid| tied.get(&(valid.layer, valid.priority)));
+        for &earlier in group.into_iter().flatten().take_while(|&&earlier| earlier < i) {
+            findings.extend(conflict(policy, &prepared[earlier]));
         }
         findings.extend(cross_findings(policy, &prepared));
     }
@@ -169,6 +178,9 @@ pub fn analyze(policies: &[Policy], objects: Option<&Cluster>) -> Vec<Finding> {
 /// (`existing` may hold the candidate's own older version, which it is never compared with).
 /// A conflict that `previous` (the version being replaced) already had with the same policy is
 /// reported as a warning: an update that adds no conflict is admitted.
+///
+/// Only the policies that can matter are validated: for a ClusterNetworkPolicy those of its tier
+/// and priority; for a NetworkPolicy the Admin tier and the NetworkPolicies of its namespace.
 pub fn admission(
     candidate: &Policy,
     previous: Option<&Policy>,
@@ -176,7 +188,18 @@ pub fn admission(
     objects: Option<&Cluster>,
 ) -> Vec<Finding> {
     let own = candidate.reference();
-    let others: Vec<Prepared> = existing.iter().filter(|policy| policy.reference() != own).map(Prepared::new).collect();
+    let relevant = |policy: &&Policy| -> bool {
+        if policy.reference() == own {
+            return false;
+        }
+        match (candidate, policy) {
+            (Policy::Cluster(c), Policy::Cluster(other)) => c.tier == other.tier && c.priority == other.priority,
+            (Policy::Network(_), Policy::Cluster(other)) => other.tier == crate::model::Tier::Admin,
+            (Policy::Network(np), Policy::Network(other)) => np.namespace == other.namespace,
+            (Policy::Cluster(_), Policy::Network(_)) => false,
+        }
+    };
+    let others: Vec<Prepared> = existing.iter().filter(relevant).map(Prepared::new).collect();
     let candidate = Prepared::new(candidate);
     let previous = previous.map(Prepared::new);
     let mut findings = own_findings(&candidate, objects);
@@ -362,6 +385,10 @@ impl Witness {
 
 const DIRECTIONS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
 
+/// Above this many Admin rules that can apply to a NetworkPolicy's pods, the "Admin denies
+/// everything it allows" check is skipped (it is a warning; its formula grows quadratically).
+const MAX_ADMIN_RULES: usize = 64;
+
 fn found(outcome: Outcome) -> Option<Box<Witness>> {
     match outcome {
         Outcome::Found(witness) => Some(witness),
@@ -379,7 +406,12 @@ fn decided_by(rules: &[ValidRule], index: usize, direction: Direction) -> Vec<Fo
 /// Two ClusterNetworkPolicies of one tier and priority, and the first flow (if any) on which the
 /// rule that decides for one has another action than the rule that decides for the other.
 fn conflict(policy: &Prepared, other: &Prepared) -> Option<Finding> {
-    let (Some(a), Some(b)) = (&policy.valid, &other.valid) else { return None };
+    conflict_between(policy.valid.as_ref()?, other.valid.as_ref()?)
+}
+
+/// The first conflict between two valid policies (see [`conflict`]); `a` is the one reported.
+/// The operator's leader asks this of the policies in force, for their `Conflicting` condition.
+pub fn conflict_between(a: &ValidPolicy, b: &ValidPolicy) -> Option<Finding> {
     if a.layer == Layer::NetworkPolicy || a.layer != b.layer || a.priority != b.priority {
         return None;
     }
@@ -687,8 +719,24 @@ fn cross_findings(policy: &Prepared, all: &[Prepared]) -> Vec<Finding> {
     if valid.layer != Layer::NetworkPolicy {
         return Vec::new();
     }
-    let valid_all: Vec<&ValidPolicy> = all.iter().filter_map(|p| p.valid.as_ref()).collect();
-    let mut findings = admin_overrides(valid, &valid_all);
+    // Only policies that can select one of the same pods take part, and only a bounded number:
+    // the Admin tier's order makes the formula grow with the square of its rules.
+    let meets = |other: &ValidPolicy| {
+        let subjects = vec![subject_formula(&valid.subject), subject_formula(&other.subject)];
+        found(solve(Direction::Ingress, subjects, search::BUDGET)).is_some()
+    };
+    let valid_all: Vec<&ValidPolicy> = all
+        .iter()
+        .filter_map(|p| p.valid.as_ref())
+        .filter(|other| other.layer != Layer::Baseline && meets(other))
+        .collect();
+    let admin_rule_count: usize = valid_all
+        .iter()
+        .filter(|p| p.layer == Layer::Admin)
+        .map(|p| p.ingress.iter().chain(p.egress.iter()).map(Vec::len).sum::<usize>())
+        .sum();
+    let mut findings =
+        if admin_rule_count <= MAX_ADMIN_RULES { admin_overrides(valid, &valid_all) } else { Vec::new() };
     findings.extend(no_dns(valid, &valid_all));
     findings
 }

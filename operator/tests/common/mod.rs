@@ -388,17 +388,7 @@ pub async fn operator_metric(operator: &RunningOperator, name: &str) -> f64 {
 
 /// A CA and a serving certificate for 127.0.0.1 and localhost: (ca, cert, key) PEM.
 pub fn serving_certificate() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA");
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
-        .expect("leaf");
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+    palisade_testkit::serving_certificate().expect("a serving certificate")
 }
 
 fn pem_der_blocks(pem: &str) -> Vec<Vec<u8>> {

@@ -75,5 +75,6 @@ pub use control_plane::{
 };
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
+pub use pki::serving_certificate;
 pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};
 pub use process::{ManagedProcess, log_tail, workspace_binary};

@@ -89,3 +89,17 @@ impl Pki {
         Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
+
+/// A fresh CA and a serving certificate it signed for `localhost` and 127.0.0.1, for servers
+/// that tests start (the operator's plan stream, the admission webhook): (CA, certificate, key) PEM.
+pub fn serving_certificate() -> Result<(String, String, String)> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "palisade-test-serving-ca");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))?;
+    Ok((ca.pem(), leaf.pem(), leaf_key.serialize_pem()))
+}
