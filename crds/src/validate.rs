@@ -118,12 +118,21 @@ fn check_string(schema: &Value, text: &str, fail: &mut impl FnMut(String)) {
         fail(format!("must be at least {min} characters"));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        match regex::Regex::new(pattern) {
+        match compiled(pattern) {
             Ok(re) if re.is_match(text) => {}
             Ok(_) => fail(format!("{text:?} does not match {pattern}")),
             Err(e) => fail(format!("schema pattern {pattern} does not compile: {e}")),
         }
     }
+}
+
+/// A schema pattern, compiled once per process: the schema's few patterns are checked for every
+/// string of every object, and compiling a regex costs far more than matching it.
+fn compiled(pattern: &str) -> Result<regex::Regex, String> {
+    static PATTERNS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Result<regex::Regex, String>>>> =
+        OnceLock::new();
+    let mut patterns = PATTERNS.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    patterns.entry(pattern.to_owned()).or_insert_with(|| regex::Regex::new(pattern).map_err(|e| e.to_string())).clone()
 }
 
 fn check_number(schema: &Value, value: &Value, fail: &mut impl FnMut(String)) {

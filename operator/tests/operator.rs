@@ -765,6 +765,10 @@ async fn a_conflicting_pair_that_bypassed_admission_is_flagged_on_both_and_clear
     let operator = palisade_operator::start(config).await.expect("operator starts");
     // No webhook runs here, as when policies predate the install or the webhook is down.
     create_cluster_policy(harness, tied("tie-accept", "Accept", 7)).await;
+    eventually("tie-accept to be written without conflicts", || async {
+        cnp_condition(harness, "tie-accept", conditions::CONFLICTING).await.is_some_and(|c| c.status == "False")
+    })
+    .await;
     create_cluster_policy(harness, tied("tie-deny", "Deny", 7)).await;
     for (name, other) in [("tie-accept", "tie-deny"), ("tie-deny", "tie-accept")] {
         eventually(&format!("{name} to be Conflicting"), || async move {

@@ -107,75 +107,94 @@ struct Place {
     prefix: String,
 }
 
+/// One YAML or JSON document of a source, parsed.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub source: usize,
+    /// The line (1-based) the document starts on.
+    pub first_line: usize,
+    pub value: Value,
+}
+
+/// Splits every source into documents and parses them; documents that do not parse become
+/// error diagnostics. This is all of lint's reading (`make bench` compares lint with it).
+pub fn parse(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
+    let mut parsed = Vec::new();
+    let mut diagnostics = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        for (first_line, document) in documents(&source.text) {
+            match serde_saphyr::from_str::<Value>(&document) {
+                Ok(value) => parsed.push(Document { source: index, first_line, value }),
+                Err(error) => diagnostics.push(Diagnostic {
+                    file: source.name.clone(),
+                    line: first_line,
+                    severity: Severity::Error,
+                    check: Check::Invalid,
+                    object: "document".into(),
+                    field: String::new(),
+                    message: format!("not YAML or JSON: {error}"),
+                    related: None,
+                }),
+            }
+        }
+    }
+    (parsed, diagnostics)
+}
+
 /// Reads every source and analyses the policies together.
 pub fn lint(sources: &[Source]) -> Report {
-    let mut report = Report { files: sources.len(), ..Report::default() };
+    let (parsed, diagnostics) = parse(sources);
+    let mut report = Report { files: sources.len(), diagnostics, ..Report::default() };
     let mut policies: Vec<Policy> = Vec::new();
     let mut places: BTreeMap<PolicyRef, Place> = BTreeMap::new();
     let mut objects = Cluster::default();
     let mut pods_known = false;
-    for (index, source) in sources.iter().enumerate() {
-        for (first_line, document) in documents(&source.text) {
-            let value: Value = match serde_saphyr::from_str(&document) {
-                Ok(value) => value,
-                Err(error) => {
-                    report.diagnostics.push(Diagnostic {
-                        file: source.name.clone(),
-                        line: first_line,
-                        severity: Severity::Error,
-                        check: Check::Invalid,
-                        object: "document".into(),
-                        field: String::new(),
-                        message: format!("not YAML or JSON: {error}"),
-                        related: None,
-                    });
-                    continue;
+    for Document { source: index, first_line, value } in &parsed {
+        let (index, first_line) = (*index, *first_line);
+        let source = &sources[index];
+        let items: Vec<(String, &Value)> = if objects::is_list(value) {
+            value["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, item)| (format!("items[{i}]"), item))
+                .collect()
+        } else if value.is_null() {
+            Vec::new()
+        } else {
+            vec![(String::new(), value)]
+        };
+        for (prefix, item) in items {
+            let place = Place { source: index, first_line, prefix };
+            match objects::read(item, "default") {
+                Ok(Object::Policy(policy)) => {
+                    places.insert(policy.reference(), place);
+                    policies.push(policy);
                 }
-            };
-            let items: Vec<(String, &Value)> = if objects::is_list(&value) {
-                value["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(i, item)| (format!("items[{i}]"), item))
-                    .collect()
-            } else if value.is_null() {
-                Vec::new()
-            } else {
-                vec![(String::new(), &value)]
-            };
-            for (prefix, item) in items {
-                let place = Place { source: index, first_line, prefix };
-                match objects::read(item, "default") {
-                    Ok(Object::Policy(policy)) => {
-                        places.insert(policy.reference(), place);
-                        policies.push(policy);
-                    }
-                    Ok(Object::Namespace(namespace)) => {
-                        objects.namespaces.insert(namespace.name.clone(), namespace);
-                    }
-                    Ok(Object::Pod(mut pod)) => {
-                        // A manifest's pod is not scheduled yet; for "does anything match" it counts.
-                        pod.node.get_or_insert_with(|| "<manifest>".into());
-                        pods_known = true;
-                        objects.pods.insert(pod.key.clone(), pod);
-                    }
-                    Ok(Object::Node(node)) => {
-                        objects.nodes.insert(node.name.clone(), node);
-                    }
-                    Ok(Object::Skipped { .. }) => {}
-                    Err(error) => report.diagnostics.push(Diagnostic {
-                        file: source.name.clone(),
-                        line: locate(&source.text, &place, &error.field),
-                        severity: Severity::Error,
-                        check: Check::Invalid,
-                        object: error.object.clone(),
-                        field: error.field.clone(),
-                        message: error.message.clone(),
-                        related: None,
-                    }),
+                Ok(Object::Namespace(namespace)) => {
+                    objects.namespaces.insert(namespace.name.clone(), namespace);
                 }
+                Ok(Object::Pod(mut pod)) => {
+                    // A manifest's pod is not scheduled yet; for "does anything match" it counts.
+                    pod.node.get_or_insert_with(|| "<manifest>".into());
+                    pods_known = true;
+                    objects.pods.insert(pod.key.clone(), pod);
+                }
+                Ok(Object::Node(node)) => {
+                    objects.nodes.insert(node.name.clone(), node);
+                }
+                Ok(Object::Skipped { .. }) => {}
+                Err(error) => report.diagnostics.push(Diagnostic {
+                    file: source.name.clone(),
+                    line: locate(&source.text, &place, &error.field),
+                    severity: Severity::Error,
+                    check: Check::Invalid,
+                    object: error.object.clone(),
+                    field: error.field.clone(),
+                    message: error.message.clone(),
+                    related: None,
+                }),
             }
         }
     }

@@ -32,7 +32,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 pub use search::Witness;
-use search::{Formula, Outcome, rule_formula, solve, subject_formula};
+use search::{Formula, Outcome, rule_formula, solve, solve_borrowed, subject_formula};
 pub use selectors::{Unsatisfiable, selector_witness, unsatisfiable_selectors};
 
 use crate::model::{Cluster, CnpPeer, Labels, Policy, PolicyKind, PolicyRef, PolicyType, Protocol};
@@ -181,25 +181,23 @@ pub fn analyze(policies: &[Policy], objects: Option<&Cluster>) -> Vec<Finding> {
 ///
 /// Only the policies that can matter are validated: for a ClusterNetworkPolicy those of its tier
 /// and priority; for a NetworkPolicy the Admin tier and the NetworkPolicies of its namespace.
-pub fn admission(
+pub fn admission<'a>(
     candidate: &Policy,
     previous: Option<&Policy>,
-    existing: &[Policy],
+    existing: impl IntoIterator<Item = &'a Policy>,
     objects: Option<&Cluster>,
 ) -> Vec<Finding> {
     let own = candidate.reference();
     let relevant = |policy: &&Policy| -> bool {
-        if policy.reference() == own {
-            return false;
-        }
-        match (candidate, policy) {
+        let may_matter = match (candidate, policy) {
             (Policy::Cluster(c), Policy::Cluster(other)) => c.tier == other.tier && c.priority == other.priority,
             (Policy::Network(_), Policy::Cluster(other)) => other.tier == crate::model::Tier::Admin,
             (Policy::Network(np), Policy::Network(other)) => np.namespace == other.namespace,
             (Policy::Cluster(_), Policy::Network(_)) => false,
-        }
+        };
+        may_matter && policy.reference() != own
     };
-    let others: Vec<Prepared> = existing.iter().filter(relevant).map(Prepared::new).collect();
+    let others: Vec<Prepared> = existing.into_iter().filter(relevant).map(Prepared::new).collect();
     let candidate = Prepared::new(candidate);
     let previous = previous.map(Prepared::new);
     let mut findings = own_findings(&candidate, objects);
@@ -403,6 +401,12 @@ fn decided_by(rules: &[ValidRule], index: usize, direction: Direction) -> Vec<Fo
     formulas
 }
 
+/// The borrowed form of [`decided_by`], over rules built once: rule `index` and the negation
+/// of every earlier one.
+fn decided_by_built(built: &[(Formula, Formula)], index: usize) -> impl Iterator<Item = &Formula> {
+    std::iter::once(&built[index].0).chain(built[..index].iter().map(|(_, negated)| negated))
+}
+
 /// Two ClusterNetworkPolicies of one tier and priority, and the first flow (if any) on which the
 /// rule that decides for one has another action than the rule that decides for the other.
 fn conflict(policy: &Prepared, other: &Prepared) -> Option<Finding> {
@@ -415,16 +419,28 @@ pub fn conflict_between(a: &ValidPolicy, b: &ValidPolicy) -> Option<Finding> {
     if a.layer == Layer::NetworkPolicy || a.layer != b.layer || a.priority != b.priority {
         return None;
     }
-    let subjects = vec![subject_formula(&a.subject), subject_formula(&b.subject)];
-    found(solve(Direction::Ingress, subjects.clone(), search::BUDGET))?;
+    let subjects = [subject_formula(&a.subject), subject_formula(&b.subject)];
+    found(solve_borrowed(Direction::Ingress, &subjects.iter().collect::<Vec<_>>(), search::BUDGET))?;
     for direction in DIRECTIONS {
         let (Some(rules_a), Some(rules_b)) = (a.rules(direction), b.rules(direction)) else { continue };
+        // Each rule's formula and its negation, built once for every pair below.
+        let built = |rules: &[ValidRule]| -> Vec<(Formula, Formula)> {
+            rules
+                .iter()
+                .map(|rule| {
+                    let formula = rule_formula(rule, direction);
+                    let negated = formula.negated();
+                    (formula, negated)
+                })
+                .collect()
+        };
+        let (built_a, built_b) = (built(rules_a), built(rules_b));
         for (i, rule_a) in rules_a.iter().enumerate() {
             for (j, rule_b) in rules_b.iter().enumerate().filter(|(_, rule_b)| rule_b.action != rule_a.action) {
-                let mut formulas = subjects.clone();
-                formulas.extend(decided_by(rules_a, i, direction));
-                formulas.extend(decided_by(rules_b, j, direction));
-                let Some(witness) = found(solve(direction, formulas, search::BUDGET)) else { continue };
+                let mut formulas: Vec<&Formula> = subjects.iter().collect();
+                formulas.extend(decided_by_built(&built_a, i));
+                formulas.extend(decided_by_built(&built_b, j));
+                let Some(witness) = found(solve_borrowed(direction, &formulas, search::BUDGET)) else { continue };
                 let tier = if a.layer == Layer::Admin { "Admin" } else { "Baseline" };
                 let message = format!(
                     "{} {} and {} {} have the same tier ({tier}) and priority ({}), and both match {}. Give one of them another priority.",
@@ -627,7 +643,8 @@ fn host_bits(policy: &Policy) -> Vec<Finding> {
 /// Selectors and named ports that no current object matches.
 fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let endpoints: Vec<_> = objects.pods.values().filter(|pod| pod.is_policy_endpoint()).collect();
+    let endpoints = || objects.pods.values().filter(|pod| pod.is_policy_endpoint());
+    let no_pods = endpoints().next().is_none();
     let warn = |field: String, message: String| Finding {
         severity: Severity::Warning,
         check: Check::MatchesNothing,
@@ -637,9 +654,8 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
         related: None,
         witness: None,
     };
-    if !endpoints.is_empty() {
-        let selects_any =
-            endpoints.iter().any(|pod| valid.subject.selects(pod, objects.namespaces.get(&pod.key.namespace)));
+    if !no_pods {
+        let selects_any = endpoints().any(|pod| valid.subject.selects(pod, objects.namespaces.get(&pod.key.namespace)));
         if !selects_any {
             let field = match policy {
                 Policy::Network(_) => "spec.podSelector",
@@ -653,8 +669,8 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
         for rule in rules {
             for (k, port) in rule.ports.iter().flatten().enumerate() {
                 let PortSpec::Named { name, .. } = port else { continue };
-                let known = endpoints.iter().any(|pod| pod.named_ports.iter().any(|named| &named.name == name));
-                if !endpoints.is_empty() && !known {
+                let known = endpoints().any(|pod| pod.named_ports.iter().any(|named| &named.name == name));
+                if !no_pods && !known {
                     let field = match policy {
                         Policy::Network(_) => format!("{}.ports[{k}].port", rule_field(direction, rule)),
                         Policy::Cluster(_) => {

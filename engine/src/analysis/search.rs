@@ -290,14 +290,21 @@ impl State {
 
 /// Searches for a flow in `direction` that satisfies every formula.
 pub(crate) fn solve(direction: Direction, formulas: Vec<Formula>, budget: usize) -> Outcome {
-    let mut steps = 0;
-    search(direction, State::new(), formulas, &mut steps, budget)
+    solve_borrowed(direction, &formulas.iter().collect::<Vec<_>>(), budget)
 }
 
+/// [`solve`] over borrowed formulas, for callers that reuse them across many searches.
+pub(crate) fn solve_borrowed(direction: Direction, formulas: &[&Formula], budget: usize) -> Outcome {
+    let mut steps = 0;
+    search(direction, State::new(), formulas.to_vec(), &mut steps, budget)
+}
+
+/// Depth first over the disjunctions; `pending` borrows the formulas (they never change), so a
+/// branch costs a copy of the state and of a list of references, not of formula trees.
 fn search(
     direction: Direction,
     mut state: State,
-    mut pending: Vec<Formula>,
+    mut pending: Vec<&Formula>,
     steps: &mut usize,
     budget: usize,
 ) -> Outcome {
@@ -309,16 +316,16 @@ fn search(
                 if *steps > budget {
                     return Outcome::GaveUp;
                 }
-                if !state.apply(&atom) {
+                if !state.apply(atom) {
                     return Outcome::Impossible;
                 }
             }
-            Formula::All(parts) => pending.extend(parts),
+            Formula::All(parts) => pending.extend(parts.iter()),
             Formula::Any(_) => unreachable!("filtered by the position search"),
         }
     }
     // Only choices are left: branch on the one with the fewest alternatives.
-    let Some(position) = (0..pending.len()).min_by_key(|&i| match &pending[i] {
+    let Some(position) = (0..pending.len()).min_by_key(|&i| match pending[i] {
         Formula::Any(alternatives) => alternatives.len(),
         _ => usize::MAX,
     }) else {
@@ -330,20 +337,16 @@ fn search(
     let Formula::Any(alternatives) = pending.swap_remove(position) else {
         unreachable!("only disjunctions are pending")
     };
-    let mut gave_up = false;
     for alternative in alternatives {
         let mut next = pending.clone();
         next.push(alternative);
         match search(direction, state.clone(), next, steps, budget) {
             Outcome::Found(found) => return Outcome::Found(found),
             Outcome::Impossible => {}
-            Outcome::GaveUp => {
-                gave_up = true;
-                break;
-            }
+            Outcome::GaveUp => return Outcome::GaveUp,
         }
     }
-    if gave_up { Outcome::GaveUp } else { Outcome::Impossible }
+    Outcome::Impossible
 }
 
 // ---------------------------------------------------------------------------------------------
