@@ -43,6 +43,7 @@ bench:
 	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
 	  cargo build --release --locked -p palisade-testkit -p palisade-cli --bins && \
 	  cargo bench --locked -p palisade-engine && \
+	  cargo bench --locked -p palisade-webhook && \
 	  cargo bench --locked -p palisade-agent && \
 	  cargo bench --locked -p palisade-dataplane-tests && \
 	  KUBEBUILDER_ASSETS=$$assets cargo bench --locked -p palisade-e2e

@@ -183,6 +183,7 @@ async fn kubectl_apply_of_a_contradictory_pair_refuses_the_second_with_the_expla
     let dry = wait_for_dry_run(plane, DENY_WEB, false);
     assert!(!dry.ok, "the contradictory policy was admitted: {}", dry.output);
     let refused = apply(plane, DENY_WEB);
+    println!("kubectl apply of the second policy:\n{}", refused.output);
     assert!(!refused.ok, "{}", refused.output);
     assert!(refused.output.contains("denied the request"), "{}", refused.output);
     assert!(
