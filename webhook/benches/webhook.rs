@@ -57,7 +57,7 @@ fn contents() -> Contents {
     let mut contents = Contents::default();
     for i in 0..POLICIES {
         let policy = Policy::Cluster(cluster_policy(i));
-        contents.policies.insert(policy.reference(), policy);
+        contents.insert_policy(policy);
     }
     for n in 0..100 {
         let name = format!("ns-{n}");
@@ -183,7 +183,8 @@ fn breakdown(contents: &Contents, body: &[u8]) {
     let time = |existing: bool, objects: bool| {
         let started = Instant::now();
         for _ in 0..runs {
-            let policies: Vec<&Policy> = if existing { contents.policies.values().collect() } else { Vec::new() };
+            let policies: Vec<&Policy> =
+                if existing { contents.neighbours_of(&candidate).collect() } else { Vec::new() };
             let _ =
                 palisade_engine::analysis::admission(&candidate, None, policies, objects.then_some(&contents.cluster));
         }
@@ -279,6 +280,15 @@ fn lint_figures() {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // For profiling: only the request without HTTP, many times.
+    if std::env::var_os("PALISADE_BENCH_JUDGE_ONLY").is_some() {
+        let (contents, body) = (contents(), review_body());
+        let request = palisade_webhook::review::decode(&body).expect("a review");
+        for _ in 0..5000 {
+            let _ = palisade_webhook::review::judge(&request, &contents, ConflictMode::Reject);
+        }
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(admission_figures());
     lint_figures();

@@ -8,7 +8,7 @@
 //! webhook does not answer (it cannot compare a policy with ones it has not seen; the API server
 //! then applies the webhook's `failurePolicy`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use futures::StreamExt;
@@ -17,13 +17,84 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client};
 use palisade_crds::{ClusterNetworkPolicy, convert};
-use palisade_engine::model::{self, Cluster, Policy, PolicyKind, PolicyRef};
+use palisade_engine::model::{self, Cluster, Policy, PolicyKind, PolicyRef, Tier};
 
 /// The objects the analysis reads.
 #[derive(Clone, Debug, Default)]
 pub struct Contents {
-    pub policies: BTreeMap<PolicyRef, Policy>,
+    policies: BTreeMap<PolicyRef, Policy>,
+    /// The policies a new policy can be compared with, by what they share with it: a request is
+    /// judged against a handful of policies, not all of them.
+    neighbours: BTreeMap<Neighbourhood, BTreeSet<PolicyRef>>,
     pub cluster: Cluster,
+}
+
+/// What makes two policies comparable: a tie (one tier and priority), the Admin tier (which can
+/// override a NetworkPolicy), one namespace (NetworkPolicies side by side).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Neighbourhood {
+    Tie(Tier, i32),
+    AdminTier,
+    Namespace(String),
+}
+
+impl Neighbourhood {
+    /// Where a policy lives.
+    fn homes(policy: &Policy) -> Vec<Neighbourhood> {
+        match policy {
+            Policy::Cluster(cnp) => {
+                let mut homes = vec![Neighbourhood::Tie(cnp.tier, cnp.priority)];
+                if cnp.tier == Tier::Admin {
+                    homes.push(Neighbourhood::AdminTier);
+                }
+                homes
+            }
+            Policy::Network(np) => vec![Neighbourhood::Namespace(np.namespace.clone())],
+        }
+    }
+
+    /// Where the policies a candidate is compared with live (what `analysis::admission` reads).
+    fn visited_by(candidate: &Policy) -> Vec<Neighbourhood> {
+        match candidate {
+            Policy::Cluster(cnp) => vec![Neighbourhood::Tie(cnp.tier, cnp.priority)],
+            Policy::Network(np) => vec![Neighbourhood::AdminTier, Neighbourhood::Namespace(np.namespace.clone())],
+        }
+    }
+}
+
+impl Contents {
+    pub fn insert_policy(&mut self, policy: Policy) {
+        let reference = policy.reference();
+        self.remove_policy(&reference);
+        for home in Neighbourhood::homes(&policy) {
+            self.neighbours.entry(home).or_default().insert(reference.clone());
+        }
+        self.policies.insert(reference, policy);
+    }
+
+    pub fn remove_policy(&mut self, reference: &PolicyRef) {
+        let Some(old) = self.policies.remove(reference) else { return };
+        for home in Neighbourhood::homes(&old) {
+            if let Some(members) = self.neighbours.get_mut(&home) {
+                members.remove(reference);
+                if members.is_empty() {
+                    self.neighbours.remove(&home);
+                }
+            }
+        }
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// The policies `candidate` may be compared with; a superset of what the analysis reads.
+    pub fn neighbours_of<'a>(&'a self, candidate: &Policy) -> impl Iterator<Item = &'a Policy> + 'a {
+        let homes = Neighbourhood::visited_by(candidate);
+        let members: BTreeSet<&PolicyRef> =
+            homes.iter().filter_map(|home| self.neighbours.get(home)).flatten().collect();
+        members.into_iter().filter_map(|reference| self.policies.get(reference))
+    }
 }
 
 /// One object of a watched kind, converted.
@@ -84,7 +155,7 @@ impl Cache {
         let state = self.read_state();
         let contents = &state.contents;
         [
-            ("policies", contents.policies.len()),
+            ("policies", contents.policy_count()),
             ("namespaces", contents.cluster.namespaces.len()),
             ("pods", contents.cluster.pods.len()),
             ("nodes", contents.cluster.nodes.len()),
@@ -119,9 +190,7 @@ impl Cache {
 
 fn insert(contents: &mut Contents, item: Item) {
     match item {
-        Item::Policy(policy) => {
-            contents.policies.insert(policy.reference(), policy);
-        }
+        Item::Policy(policy) => contents.insert_policy(policy),
         Item::Namespace(namespace) => {
             contents.cluster.namespaces.insert(namespace.name.clone(), namespace);
         }
@@ -146,7 +215,15 @@ fn replace_kind(contents: &mut Contents, kind: Kind, items: Vec<Item>) {
     match kind {
         Kind::NetworkPolicies | Kind::ClusterNetworkPolicies => {
             let wanted = policy_kind(kind);
-            contents.policies.retain(|reference, _| Some(&reference.kind) != wanted.as_ref());
+            let gone: Vec<PolicyRef> = contents
+                .policies
+                .keys()
+                .filter(|reference| Some(&reference.kind) == wanted.as_ref())
+                .cloned()
+                .collect();
+            for reference in &gone {
+                contents.remove_policy(reference);
+            }
         }
         Kind::Namespaces => contents.cluster.namespaces.clear(),
         Kind::Pods => contents.cluster.pods.clear(),
@@ -167,7 +244,7 @@ fn remove(contents: &mut Contents, kind: Kind, key: Option<String>) {
                 None => (None, key),
             };
             if let Some(kind) = policy_kind(kind) {
-                contents.policies.remove(&PolicyRef { kind, namespace, name });
+                contents.remove_policy(&PolicyRef { kind, namespace, name });
             }
         }
         Kind::Namespaces => {

@@ -92,7 +92,7 @@ pub fn judge(
     // An old version that cannot be read is no baseline: the update is judged as a creation.
     let previous = request.old_object.as_ref().and_then(|old| read(old).ok().flatten());
     let findings =
-        analysis::admission(&candidate, previous.as_ref(), contents.policies.values(), Some(&contents.cluster));
+        analysis::admission(&candidate, previous.as_ref(), contents.neighbours_of(&candidate), Some(&contents.cluster));
     let errors: Vec<String> = findings.iter().filter(|f| f.severity == Severity::Error).map(line).collect();
     let mut warnings: Vec<String> = findings.iter().filter(|f| f.severity == Severity::Warning).map(line).collect();
     if !errors.is_empty() && mode == ConflictMode::Reject {

@@ -43,7 +43,7 @@ fn contents_with(policies: &[Value]) -> Contents {
     for value in policies {
         if let Ok(palisade_webhook::objects::Object::Policy(policy)) = palisade_webhook::objects::read(value, "default")
         {
-            contents.policies.insert(policy.reference(), policy);
+            contents.insert_policy(policy);
         }
     }
     contents

@@ -73,7 +73,7 @@ fn lint_errors_and_webhook_refusals_name_the_same_objects() {
         }
         // Admitted or not, the next policies are judged against it, as lint reads them in order.
         if let Ok(Object::Policy(policy)) = objects::read(value, "default") {
-            contents.policies.insert(policy.reference(), policy);
+            contents.insert_policy(policy);
         }
     }
     assert!(judged >= 10 && refused.len() >= 5, "the corpus must hold refusals: {refused:?}");

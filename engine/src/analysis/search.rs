@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use ipnet::IpNet;
 
@@ -215,16 +216,18 @@ pub(crate) enum Outcome {
 /// Steps (atoms applied) one search may take. Real policies need a few hundred.
 pub(crate) const BUDGET: usize = 200_000;
 
+/// What the flow may still be. The spaces are shared between branches and copied only when a
+/// branch narrows one (`Rc::make_mut`): most branches touch one or two of them.
 #[derive(Clone)]
 struct State {
-    subject_namespace: LabelSpace,
-    subject_pod: LabelSpace,
-    peer_namespace: LabelSpace,
-    peer_pod: LabelSpace,
-    peer_node: LabelSpace,
+    subject_namespace: Rc<LabelSpace>,
+    subject_pod: Rc<LabelSpace>,
+    peer_namespace: Rc<LabelSpace>,
+    peer_pod: Rc<LabelSpace>,
+    peer_node: Rc<LabelSpace>,
     kinds: [bool; 3],
-    address: AddressSpace,
-    ports: PortSpace,
+    address: Rc<AddressSpace>,
+    ports: Rc<PortSpace>,
 }
 
 fn kind_index(kind: PeerKind) -> usize {
@@ -248,25 +251,25 @@ impl State {
             space
         };
         State {
-            subject_namespace: named_namespace(),
-            subject_pod: LabelSpace::default(),
-            peer_namespace: named_namespace(),
-            peer_pod: LabelSpace::default(),
-            peer_node: LabelSpace::default(),
+            subject_namespace: Rc::new(named_namespace()),
+            subject_pod: Rc::default(),
+            peer_namespace: Rc::new(named_namespace()),
+            peer_pod: Rc::default(),
+            peer_node: Rc::default(),
             kinds: [true; 3],
-            address: AddressSpace::default(),
-            ports: PortSpace::default(),
+            address: Rc::default(),
+            ports: Rc::default(),
         }
     }
 
     /// Applies one atom; `false` if nothing is left.
     fn apply(&mut self, atom: &Atom) -> bool {
         match atom {
-            Atom::SubjectNamespace(l) => self.subject_namespace.restrict(l),
-            Atom::SubjectPod(l) => self.subject_pod.restrict(l),
-            Atom::PeerNamespace(l) => self.peer_namespace.restrict(l),
-            Atom::PeerPod(l) => self.peer_pod.restrict(l),
-            Atom::PeerNode(l) => self.peer_node.restrict(l),
+            Atom::SubjectNamespace(l) => Rc::make_mut(&mut self.subject_namespace).restrict(l),
+            Atom::SubjectPod(l) => Rc::make_mut(&mut self.subject_pod).restrict(l),
+            Atom::PeerNamespace(l) => Rc::make_mut(&mut self.peer_namespace).restrict(l),
+            Atom::PeerPod(l) => Rc::make_mut(&mut self.peer_pod).restrict(l),
+            Atom::PeerNode(l) => Rc::make_mut(&mut self.peer_node).restrict(l),
             Atom::PeerIs(kind) => {
                 let keep = kind_index(*kind);
                 for (i, allowed) in self.kinds.iter_mut().enumerate() {
@@ -278,12 +281,14 @@ impl State {
                 self.kinds[kind_index(*kind)] = false;
                 self.kinds.iter().any(|allowed| *allowed)
             }
-            Atom::PeerIn(net) => self.address.keep_net(net),
-            Atom::PeerNotIn(net) => self.address.remove_net(net),
-            Atom::Port { protocol, first, last } => self.ports.keep_range(*protocol, *first, *last),
-            Atom::NotPort { protocol, first, last } => self.ports.remove_range(*protocol, *first, *last),
-            Atom::Named { name, protocol } => self.ports.require_name(name, *protocol),
-            Atom::NotNamed { name, protocol } => self.ports.forbid_name(name, *protocol),
+            Atom::PeerIn(net) => Rc::make_mut(&mut self.address).keep_net(net),
+            Atom::PeerNotIn(net) => Rc::make_mut(&mut self.address).remove_net(net),
+            Atom::Port { protocol, first, last } => Rc::make_mut(&mut self.ports).keep_range(*protocol, *first, *last),
+            Atom::NotPort { protocol, first, last } => {
+                Rc::make_mut(&mut self.ports).remove_range(*protocol, *first, *last)
+            }
+            Atom::Named { name, protocol } => Rc::make_mut(&mut self.ports).require_name(name, *protocol),
+            Atom::NotNamed { name, protocol } => Rc::make_mut(&mut self.ports).forbid_name(name, *protocol),
         }
     }
 }
