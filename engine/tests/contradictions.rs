@@ -332,3 +332,25 @@ fn generated_pairs_often_conflict_and_often_do_not() {
     assert!(share(disagreeing) >= 0.1, "only {disagreeing} of {cases} universes show a disagreement");
     assert!(share(ordered) >= 0.05, "only {ordered} of {cases} pairs hold a shadowed or redundant rule");
 }
+
+#[test]
+fn with_known_objects_a_peer_or_subject_that_selects_no_pod_is_a_warning() {
+    let mut objects = cluster(
+        vec![namespace("shop", &[("kubernetes.io/metadata.name", "shop")])],
+        vec![node("n1", &["10.0.100.1"], &[])],
+        vec![pod("shop", "web-0", "n1", &["10.1.0.1"], &[("app", "web")])],
+    );
+    objects.pods.values_mut().for_each(|pod| pod.named_ports.clear());
+    let mut policy = np("shop", "web", select(&[("app", "web")]));
+    policy.ingress.push(NetworkPolicyRule {
+        peers: vec![
+            NetworkPolicyPeer { pod_selector: Some(select(&[("app", "web")])), ..Default::default() },
+            NetworkPolicyPeer { pod_selector: Some(select(&[("app", "ghost")])), ..Default::default() },
+        ],
+        ports: vec![],
+    });
+    let findings = analyze(&[Policy::Network(policy)], Some(&objects));
+    let nothing: Vec<&str> =
+        findings.iter().filter(|f| f.check == Check::MatchesNothing).map(|f| f.field.as_str()).collect();
+    assert_eq!(nothing, ["spec.ingress[0].from[1]"], "{findings:#?}");
+}

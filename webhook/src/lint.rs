@@ -169,7 +169,27 @@ pub fn lint(sources: &[Source]) -> Report {
             let place = Place { source: index, first_line, prefix };
             match objects::read(item, "default") {
                 Ok(Object::Policy(policy)) => {
-                    places.insert(policy.reference(), place);
+                    // As `kubectl apply` would, a later definition replaces an earlier one.
+                    let reference = policy.reference();
+                    if let Some(earlier) = places.get(&reference) {
+                        let earlier_source = &sources[earlier.source];
+                        report.diagnostics.push(Diagnostic {
+                            file: earlier_source.name.clone(),
+                            line: locate(&earlier_source.text, earlier, ""),
+                            severity: Severity::Warning,
+                            check: Check::Duplicate,
+                            object: reference.to_string(),
+                            field: String::new(),
+                            message: format!(
+                                "defined again at {}:{}; only that later definition is checked, as it is the one that would apply",
+                                source.name,
+                                locate(&source.text, &place, "")
+                            ),
+                            related: None,
+                        });
+                        policies.retain(|kept| kept.reference() != reference);
+                    }
+                    places.insert(reference, place);
                     policies.push(policy);
                 }
                 Ok(Object::Namespace(namespace)) => {

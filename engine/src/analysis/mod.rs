@@ -37,7 +37,7 @@ pub use selectors::{Unsatisfiable, selector_witness, unsatisfiable_selectors};
 
 use crate::model::{Cluster, CnpPeer, Labels, Policy, PolicyKind, PolicyRef, PolicyType, Protocol};
 use crate::plan::{Action, Direction};
-use crate::validate::{Layer, PortSpec, ValidPolicy, ValidRule, validate};
+use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,10 +61,11 @@ pub enum Check {
     CidrHostBits,
     MatchesNothing,
     IpBlockCoversPods,
+    Duplicate,
 }
 
 impl Check {
-    pub const ALL: [Check; 12] = [
+    pub const ALL: [Check; 13] = [
         Check::Invalid,
         Check::UnsatisfiableSelector,
         Check::Conflict,
@@ -77,6 +78,7 @@ impl Check {
         Check::CidrHostBits,
         Check::MatchesNothing,
         Check::IpBlockCoversPods,
+        Check::Duplicate,
     ];
 
     pub fn id(self) -> &'static str {
@@ -93,6 +95,7 @@ impl Check {
             Check::CidrHostBits => "cidr-host-bits",
             Check::MatchesNothing => "matches-nothing",
             Check::IpBlockCoversPods => "ipblock-covers-pods",
+            Check::Duplicate => "duplicate",
         }
     }
 
@@ -108,8 +111,9 @@ impl Check {
             Check::NoDns => "Egress isolation leaves some selected pods no way to reach DNS (UDP 53).",
             Check::IsolatedWithoutRules => "A direction is isolated without rules while the other has rules.",
             Check::CidrHostBits => "A CIDR has host bits set; Kubernetes ignores them.",
-            Check::MatchesNothing => "A selector or named port matches no current object.",
+            Check::MatchesNothing => "A subject, peer, node selector or named port matches no known object.",
             Check::IpBlockCoversPods => "An ipBlock covers pod addresses, which change as pods come and go.",
+            Check::Duplicate => "The same policy is defined twice; the later definition replaces the earlier one.",
         }
     }
 }
@@ -678,6 +682,16 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
                         }
                     };
                     findings.push(warn(field, format!("none of the known pods has a port named {name:?}")));
+                }
+            }
+            let peers_field = if direction == Direction::Ingress { "from" } else { "to" };
+            for (j, peer) in rule.peers.iter().flatten().enumerate() {
+                let PeerSpec::Pods(selection) = peer else { continue };
+                let selects_any =
+                    endpoints().any(|pod| selection.selects(pod, objects.namespaces.get(&pod.key.namespace)));
+                if !no_pods && !selects_any {
+                    let field = format!("{}.{peers_field}[{j}]", rule_field(direction, rule));
+                    findings.push(warn(field, "selects none of the known pods".into()));
                 }
             }
         }
