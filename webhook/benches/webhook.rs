@@ -198,10 +198,25 @@ fn breakdown(contents: &Contents, body: &[u8]) {
     );
 }
 
+/// Resident memory of this process, in MiB (Linux).
+fn resident_mib() -> f64 {
+    let pages: f64 = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1).and_then(|field| field.parse().ok()))
+        .unwrap_or(f64::NAN);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
 async fn admission_figures() {
     let body = review_body();
-    breakdown(&contents(), &body);
-    let cache = Arc::new(Cache::preloaded(contents()));
+    let before = resident_mib();
+    let contents = contents();
+    println!(
+        "  the cache with {POLICIES} ClusterNetworkPolicies and {PODS} pods: about {:.0} MiB resident",
+        resident_mib() - before
+    );
+    breakdown(&contents, &body);
+    let cache = Arc::new(Cache::preloaded(contents));
     let webhook = latencies(admission_router(cache, ConflictMode::Reject, Metrics::default()), &body).await;
     let canned: Value = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

@@ -35,9 +35,9 @@ pub use search::Witness;
 use search::{Formula, Outcome, rule_formula, solve, solve_borrowed, subject_formula};
 pub use selectors::{Unsatisfiable, selector_witness, unsatisfiable_selectors};
 
-use crate::model::{Cluster, CnpPeer, Labels, Policy, PolicyKind, PolicyRef, PolicyType, Protocol};
+use crate::model::{Cluster, CnpPeer, Labels, PodKey, Policy, PolicyKind, PolicyRef, PolicyType, Protocol};
 use crate::plan::{Action, Direction};
-use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate};
+use crate::validate::{Layer, NamespaceMatch, PeerSpec, PodSelection, PortSpec, ValidPolicy, ValidRule, validate};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -659,7 +659,7 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
         witness: None,
     };
     if !no_pods {
-        let selects_any = endpoints().any(|pod| valid.subject.selects(pod, objects.namespaces.get(&pod.key.namespace)));
+        let selects_any = selects_any_pod(&valid.subject, objects);
         if !selects_any {
             let field = match policy {
                 Policy::Network(_) => "spec.podSelector",
@@ -687,9 +687,7 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
             let peers_field = if direction == Direction::Ingress { "from" } else { "to" };
             for (j, peer) in rule.peers.iter().flatten().enumerate() {
                 let PeerSpec::Pods(selection) = peer else { continue };
-                let selects_any =
-                    endpoints().any(|pod| selection.selects(pod, objects.namespaces.get(&pod.key.namespace)));
-                if !no_pods && !selects_any {
+                if !no_pods && !selects_any_pod(selection, objects) {
                     let field = format!("{}.{peers_field}[{j}]", rule_field(direction, rule));
                     findings.push(warn(field, "selects none of the known pods".into()));
                 }
@@ -710,6 +708,27 @@ fn matches_nothing(policy: &Policy, valid: &ValidPolicy, objects: &Cluster) -> V
         }
     }
     findings
+}
+
+/// Whether any pod of `objects` is selected, looking only in the namespaces that match: a
+/// selector that matches nothing must not cost a scan of every pod.
+fn selects_any_pod(selection: &PodSelection, objects: &Cluster) -> bool {
+    let in_namespace = |name: &str| {
+        let first = PodKey { namespace: name.to_string(), name: String::new() };
+        objects
+            .pods
+            .range(first..)
+            .take_while(|(key, _)| key.namespace == name)
+            .any(|(_, pod)| pod.is_policy_endpoint() && selection.pods.matches(&pod.labels))
+    };
+    match &selection.namespaces {
+        NamespaceMatch::Named(name) => in_namespace(name),
+        NamespaceMatch::Selector(selector) => objects
+            .namespaces
+            .values()
+            .filter(|namespace| selector.matches(&namespace.labels))
+            .any(|namespace| in_namespace(&namespace.name)),
+    }
 }
 
 /// ipBlocks (NetworkPolicy) that hold addresses of today's pods: they are meant for addresses
