@@ -323,15 +323,6 @@ fn protocol_name(protocol: Protocol) -> &'static str {
     }
 }
 
-/// Whether the witness search picked this address freely (from the benchmarking ranges it
-/// prefers) rather than because a CIDR of a rule required it.
-fn is_default_address(address: IpAddr) -> bool {
-    match address {
-        IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
-        IpAddr::V6(v6) => v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0198,
-    }
-}
-
 impl Witness {
     /// One endpoint in words: `a pod labelled app=a in a namespace labelled env=prod`.
     fn endpoint(&self, address: IpAddr) -> String {
@@ -344,12 +335,12 @@ impl Witness {
             if let Some(named) = pod.named_ports.first() {
                 text.push_str(&format!(" with port {:?} = {}", named.name, named.port));
             }
-            if !is_default_address(address) {
+            if !space::is_preferred_address(address) {
                 // A CIDR chose this address: it is part of what the rules match.
                 text.push_str(&format!(" at {address}"));
             }
             let namespace = self.cluster.namespaces.get(&pod.key.namespace);
-            let generic = pod.key.namespace.starts_with("subject-ns") || pod.key.namespace.starts_with("peer-ns");
+            let generic = search::is_witness_namespace(&pod.key.namespace);
             let namespace_labels = namespace.map(|ns| labels_text(&ns.labels)).unwrap_or_default();
             match (generic, namespace_labels.is_empty()) {
                 (true, true) => text.push_str(" in any namespace"),
@@ -398,16 +389,20 @@ fn found(outcome: Outcome) -> Option<Box<Witness>> {
     }
 }
 
-/// The flow is decided by rule `index` of the policy: the rule matches and no earlier one does.
-fn decided_by(rules: &[ValidRule], index: usize, direction: Direction) -> Vec<Formula> {
-    let mut formulas = vec![rule_formula(&rules[index], direction)];
-    formulas.extend(rules[..index].iter().map(|earlier| rule_formula(earlier, direction).negated()));
-    formulas
+/// Each rule's formula and its negation, built once for every search over the rules.
+fn built_rules(rules: &[ValidRule], direction: Direction) -> Vec<(Formula, Formula)> {
+    rules
+        .iter()
+        .map(|rule| {
+            let formula = rule_formula(rule, direction);
+            let negated = formula.negated();
+            (formula, negated)
+        })
+        .collect()
 }
 
-/// The borrowed form of [`decided_by`], over rules built once: rule `index` and the negation
-/// of every earlier one.
-fn decided_by_built(built: &[(Formula, Formula)], index: usize) -> impl Iterator<Item = &Formula> {
+/// The flow is decided by rule `index` of the policy: the rule matches and no earlier one does.
+fn decided_by(built: &[(Formula, Formula)], index: usize) -> impl Iterator<Item = &Formula> {
     std::iter::once(&built[index].0).chain(built[..index].iter().map(|(_, negated)| negated))
 }
 
@@ -427,23 +422,12 @@ pub fn conflict_between(a: &ValidPolicy, b: &ValidPolicy) -> Option<Finding> {
     found(solve_borrowed(Direction::Ingress, &subjects.iter().collect::<Vec<_>>(), search::BUDGET))?;
     for direction in DIRECTIONS {
         let (Some(rules_a), Some(rules_b)) = (a.rules(direction), b.rules(direction)) else { continue };
-        // Each rule's formula and its negation, built once for every pair below.
-        let built = |rules: &[ValidRule]| -> Vec<(Formula, Formula)> {
-            rules
-                .iter()
-                .map(|rule| {
-                    let formula = rule_formula(rule, direction);
-                    let negated = formula.negated();
-                    (formula, negated)
-                })
-                .collect()
-        };
-        let (built_a, built_b) = (built(rules_a), built(rules_b));
+        let (built_a, built_b) = (built_rules(rules_a, direction), built_rules(rules_b, direction));
         for (i, rule_a) in rules_a.iter().enumerate() {
             for (j, rule_b) in rules_b.iter().enumerate().filter(|(_, rule_b)| rule_b.action != rule_a.action) {
                 let mut formulas: Vec<&Formula> = subjects.iter().collect();
-                formulas.extend(decided_by_built(&built_a, i));
-                formulas.extend(decided_by_built(&built_b, j));
+                formulas.extend(decided_by(&built_a, i));
+                formulas.extend(decided_by(&built_b, j));
                 let Some(witness) = found(solve_borrowed(direction, &formulas, search::BUDGET)) else { continue };
                 let tier = if a.layer == Layer::Admin { "Admin" } else { "Baseline" };
                 let message = format!(
@@ -501,33 +485,30 @@ fn rule_order_findings(valid: &ValidPolicy) -> Vec<Finding> {
     let subject = subject_formula(&valid.subject);
     for direction in DIRECTIONS {
         let Some(rules) = valid.rules(direction) else { continue };
+        let built = built_rules(rules, direction);
+        let search = |formulas: &[&Formula]| solve_borrowed(direction, formulas, search::BUDGET);
         for (j, rule) in rules.iter().enumerate().skip(1) {
-            let alone = vec![subject.clone(), rule_formula(rule, direction)];
-            if found(solve(direction, alone, search::BUDGET)).is_none() {
+            if found(search(&[&subject, &built[j].0])).is_none() {
                 continue; // it matches nothing by itself: other checks say why
             }
-            let mut reachable = vec![subject.clone()];
-            reachable.extend(decided_by(rules, j, direction));
-            if !matches!(solve(direction, reachable, search::BUDGET), Outcome::Impossible) {
+            let reachable: Vec<&Formula> = std::iter::once(&subject).chain(decided_by(&built, j)).collect();
+            if !matches!(search(&reachable), Outcome::Impossible) {
                 continue;
             }
             // Proved: every flow of the rule is decided earlier. By another action somewhere?
             let overriding =
                 rules[..j].iter().enumerate().filter(|(_, earlier)| earlier.action != rule.action).find_map(
                     |(k, earlier)| {
-                        let mut formulas = vec![subject.clone(), rule_formula(rule, direction)];
-                        formulas.extend(decided_by(rules, k, direction));
-                        found(solve(direction, formulas, search::BUDGET)).map(|witness| (earlier, witness))
+                        let formulas: Vec<&Formula> =
+                            [&subject, &built[j].0].into_iter().chain(decided_by(&built, k)).collect();
+                        found(search(&formulas)).map(|witness| (earlier, witness))
                     },
                 );
             let covering: Vec<String> = rules[..j]
                 .iter()
-                .filter(|earlier| {
-                    let formulas =
-                        vec![subject.clone(), rule_formula(rule, direction), rule_formula(earlier, direction)];
-                    found(solve(direction, formulas, search::BUDGET)).is_some()
-                })
-                .map(|earlier| rule_label(direction, earlier))
+                .enumerate()
+                .filter(|(k, _)| found(search(&[&subject, &built[j].0, &built[*k].0])).is_some())
+                .map(|(_, earlier)| rule_label(direction, earlier))
                 .collect();
             let finding = match overriding {
                 Some((earlier, witness)) => Finding {

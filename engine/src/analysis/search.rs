@@ -28,6 +28,15 @@ use crate::verdict::Flow;
 /// The label every namespace carries, with its name as the value.
 pub(crate) const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The names witness namespaces get when no selector pins them.
+const SUBJECT_NAMESPACE: &str = "subject-ns";
+const PEER_NAMESPACE: &str = "peer-ns";
+
+/// Whether a witness namespace's name was picked freely (so only its labels matter to a reader).
+pub(crate) fn is_witness_namespace(name: &str) -> bool {
+    name.starts_with(SUBJECT_NAMESPACE) || name.starts_with(PEER_NAMESPACE)
+}
+
 /// What the other end of a flow is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PeerKind {
@@ -377,16 +386,16 @@ fn namespace(space: &LabelSpace, name: String) -> Option<Namespace> {
 /// The subject's namespace and the peer pod's: two namespaces if their names can differ, else
 /// one that satisfies both.
 fn namespaces(state: &State) -> Option<(Namespace, Namespace)> {
-    let subject_name = choose_value(&state.subject_namespace, NAMESPACE_NAME_LABEL, "subject-ns", &[]);
+    let subject_name = choose_value(&state.subject_namespace, NAMESPACE_NAME_LABEL, SUBJECT_NAMESPACE, &[]);
     if let Some(subject_name) = subject_name {
-        let peer_name = choose_value(&state.peer_namespace, NAMESPACE_NAME_LABEL, "peer-ns", &[&subject_name]);
+        let peer_name = choose_value(&state.peer_namespace, NAMESPACE_NAME_LABEL, PEER_NAMESPACE, &[&subject_name]);
         if let Some(peer_name) = peer_name {
             let subject = namespace(&state.subject_namespace, subject_name)?;
             return Some((subject, namespace(&state.peer_namespace, peer_name)?));
         }
     }
     let shared = state.subject_namespace.intersect(&state.peer_namespace)?;
-    let name = choose_value(&shared, NAMESPACE_NAME_LABEL, "subject-ns", &[])?;
+    let name = choose_value(&shared, NAMESPACE_NAME_LABEL, SUBJECT_NAMESPACE, &[])?;
     let both = namespace(&shared, name)?;
     Some((both.clone(), both))
 }
@@ -415,7 +424,7 @@ fn witness_with_peer(
     let (subject_namespace, peer_namespace) = match kind {
         PeerKind::Pod => namespaces(state)?,
         _ => {
-            let name = choose_value(&state.subject_namespace, NAMESPACE_NAME_LABEL, "subject-ns", &[])?;
+            let name = choose_value(&state.subject_namespace, NAMESPACE_NAME_LABEL, SUBJECT_NAMESPACE, &[])?;
             let subject = namespace(&state.subject_namespace, name)?;
             (subject.clone(), subject)
         }

@@ -261,6 +261,15 @@ pub(crate) struct AddressSpace {
 const PREFERRED_V4: u32 = 0xC612_000A; // 198.18.0.10
 const PREFERRED_V6: u128 = 0xfd00_0198_0000_0000_0000_0000_0000_000a; // fd00:198::a
 
+/// Whether the address lies in the ranges witnesses prefer (198.18.0.0/15, fd00:198::/32): an
+/// address outside them was forced by a rule's CIDR, so it is part of what a witness shows.
+pub(crate) fn is_preferred_address(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => u32::from(v4) >> 17 == PREFERRED_V4 >> 17,
+        IpAddr::V6(v6) => u128::from(v6) >> 96 == PREFERRED_V6 >> 96,
+    }
+}
+
 impl Default for AddressSpace {
     fn default() -> Self {
         AddressSpace { v4: Intervals::full(0, u128::from(u32::MAX)), v6: Intervals::full(0, u128::MAX) }
