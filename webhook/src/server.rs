@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use palisade_operator::tls::{ReloadCounters, ServingCertificate};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -163,11 +162,7 @@ fn probe_router(cache: Arc<Cache>, metrics: Metrics) -> Router {
                 for (kind, count) in cache.sizes() {
                     metrics.cache_objects.get_or_create(&KindLabel { kind }).set(count as i64);
                 }
-                let mut text = String::new();
-                match encode(&mut text, &registry) {
-                    Ok(()) => (StatusCode::OK, text),
-                    Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {error}\n")),
-                }
+                palisade_operator::metrics::render(&registry)
             }),
         )
 }
@@ -194,10 +189,7 @@ impl RunningWebhook {
 }
 
 fn listen(address: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, WebhookError> {
-    let listener =
-        std::net::TcpListener::bind(address).map_err(|source| WebhookError::Listen { address, what, source })?;
-    listener.set_nonblocking(true).map_err(|source| WebhookError::Listen { address, what, source })?;
-    Ok(listener)
+    palisade_operator::server::bind(address).map_err(|source| WebhookError::Listen { address, what, source })
 }
 
 /// Starts the cache, the admission server and the probes.
