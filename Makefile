@@ -11,7 +11,7 @@ help:
 	@echo "make test         check formatting and clippy, build what the tests need, run every test"
 	@echo "make lint         cargo fmt --check and clippy -D warnings (part of make test)"
 	@echo "make test-assets  build (or reuse) kube-apiserver, etcd and helm from Go modules"
-	@echo "make crds         regenerate the CRD manifests under crds/manifests"
+	@echo "make crds         regenerate the CRD manifests under charts/palisade/crds"
 	@echo "make bench        print the benchmark figures"
 
 .PHONY: test-assets
@@ -34,7 +34,7 @@ test: deps lint
 
 .PHONY: crds
 crds:
-	cargo run --quiet -p palisade-crds --bin crdgen -- crds/manifests
+	cargo run --quiet -p palisade-crds --bin crdgen -- charts/palisade/crds
 
 # Benchmarks print figures (never assert times). The dataplane and end-to-end benches spawn the
 # probe and palisade binaries, built here in the release profile next to the bench executables.

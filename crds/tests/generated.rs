@@ -1,4 +1,4 @@
-//! The committed manifests under `crds/manifests/` must be exactly what the Rust types generate,
+//! The committed manifests under `charts/palisade/crds/` must be exactly what the Rust types generate,
 //! and the generated ClusterNetworkPolicy schema must carry every upstream constraint.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 #[test]
 fn committed_manifests_match_the_rust_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/palisade/crds");
     let mut stale = Vec::new();
     for (file_name, expected) in palisade_crds::manifests() {
         let path = dir.join(&file_name);
@@ -18,7 +18,7 @@ fn committed_manifests_match_the_rust_types() {
             Err(e) => stale.push(format!("{file_name} cannot be read ({e})")),
         }
     }
-    assert!(stale.is_empty(), "CRD manifests are out of date: {stale:?}; run `make crds` and commit crds/manifests");
+    assert!(stale.is_empty(), "CRD manifests are out of date: {stale:?}; run `make crds` and commit charts/palisade/crds");
 }
 
 #[test]

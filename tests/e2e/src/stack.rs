@@ -922,9 +922,9 @@ fn exited_early(process: &Process, status: std::process::ExitStatus) -> Error {
     }
 }
 
-/// The CRD manifests shipped in `crds/manifests/`.
+/// The CRD manifests shipped in `charts/palisade/crds/`.
 fn crds_manifests() -> Result<Vec<String>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/manifests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/palisade/crds");
     let mut texts = Vec::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(dir.display(), e))?;
     let mut paths: Vec<PathBuf> =

@@ -70,7 +70,7 @@ async fn inline_crd_becomes_established_and_serves_objects() {
 /// The project's generated CRDs, when they exist, must install too.
 #[tokio::test]
 async fn project_crds_install_when_generated() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds/manifests");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/palisade/crds");
     let mut texts = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
