@@ -105,6 +105,11 @@ pub struct CleanupArgs {
     /// Leave ip6tables alone (IPv4-only nodes without IPv6 netfilter).
     #[arg(long, env = "PALISADE_NO_IPV6")]
     no_ipv6: bool,
+
+    /// After cleaning, stay up until SIGTERM or SIGINT (the uninstall's DaemonSet: a running pod
+    /// is a cleaned node).
+    #[arg(long)]
+    hold: bool,
 }
 
 /// Accepts decimal or 0x-hex; exactly one bit, because the dataplane clears and tests only it.
@@ -154,9 +159,22 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<()> {
                 "removed {} chains, {} hook rules, {} sets",
                 report.chains_deleted, report.marked_rules_deleted, report.sets_destroyed
             );
+            if args.hold {
+                hold_until_stopped().await?;
+            }
             Ok(())
         }
     }
+}
+
+async fn hold_until_stopped() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! - `palisade lint FILE|DIR|-`: the admission analysis over manifests, see `palisade-webhook`.
 //! - `palisade agent run|cleanup`: the node agent (plan stream client, dataplane, health) and the
 //!   removal of everything it installed, see `palisade-agent`.
+//! - `palisade uninstall`: the chart's pre-delete hook, which cleans every node.
 //!
 //! Flags have environment fallbacks here; the work is in the libraries.
 
 mod agent;
 mod lint;
 mod operator;
+mod uninstall;
 mod webhook;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,9 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Check manifests as the admission webhook would: contradictions are errors, mistakes warnings.
     Lint(lint::LintArgs),
+    /// Remove Palisade from every node: stop the agents, then clean each node (the chart's
+    /// pre-delete hook).
+    Uninstall(uninstall::UninstallArgs),
 }
 
 #[tokio::main]
@@ -55,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Operator(args) => operator::run(args).await,
         Command::Agent(command) => agent::run(command).await,
         Command::Webhook(args) => webhook::run(args).await,
+        Command::Uninstall(args) => uninstall::run(args).await,
         // Lint's output is its report; it exits with its verdict.
         Command::Lint(args) => std::process::exit(lint::run(args)?),
     }

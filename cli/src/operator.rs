@@ -34,6 +34,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "PALISADE_AGENT_SERVICE_ACCOUNT", value_parser = parse_service_account)]
     agent_service_account: ServiceAccountRef,
 
+    /// The audience agent tokens must carry (their projected token's `audience`); unset: the API
+    /// server's own.
+    #[arg(long, env = "PALISADE_AGENT_TOKEN_AUDIENCE")]
+    agent_token_audience: Option<String>,
+
     /// Name of the Lease that elects the replica writing status.
     #[arg(long, env = "PALISADE_LEASE_NAME", default_value = "palisade-operator")]
     lease_name: String,
@@ -93,6 +98,7 @@ impl OperatorArgs {
             tls_key: self.tls_key,
             probe_address: self.probe_address,
             agent_service_account: self.agent_service_account,
+            agent_token_audience: self.agent_token_audience,
             lease,
             identity: self.identity,
             timings: Timings {

@@ -55,6 +55,8 @@ pub struct Authenticator {
     client: Client,
     /// `system:serviceaccount:<namespace>:<name>` of the agents.
     agent_username: String,
+    /// The audience a token must be valid for; `None` is the API server's.
+    audience: Option<String>,
     cache: Mutex<HashMap<String, (Instant, ReviewedIdentity)>>,
     /// Why agents cannot be authenticated now (no right to create TokenReviews), if so. Until
     /// the first check it says so too: readiness must not claim what was never verified.
@@ -62,10 +64,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(client: Client, agent_namespace: &str, agent_name: &str) -> Authenticator {
+    pub fn new(client: Client, agent_namespace: &str, agent_name: &str, audience: Option<String>) -> Authenticator {
         Authenticator {
             client,
             agent_username: format!("system:serviceaccount:{agent_namespace}:{agent_name}"),
+            audience,
             cache: Mutex::new(HashMap::new()),
             unable: Mutex::new(Some("the TokenReview permission has not been checked yet".into())),
         }
@@ -159,7 +162,7 @@ impl Authenticator {
 
     async fn review(&self, token: &str) -> Result<ReviewedIdentity, AuthError> {
         let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: None },
+            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: self.audience.clone().map(|a| vec![a]) },
             ..TokenReview::default()
         };
         let reviewed = Api::<TokenReview>::all(self.client.clone())
@@ -175,6 +178,12 @@ impl Authenticator {
         if status.authenticated != Some(true) {
             let reason = status.error.unwrap_or_else(|| "the API server did not authenticate the token".into());
             return Err(AuthError::Unauthenticated(format!("token rejected: {reason}")));
+        }
+        // The API server authenticates a token only for audiences it carries, and says which.
+        if let Some(audience) = &self.audience
+            && !status.audiences.as_ref().is_some_and(|audiences| audiences.contains(audience))
+        {
+            return Err(AuthError::Unauthenticated(format!("token rejected: it is not valid for audience {audience}")));
         }
         let user = status.user.unwrap_or_default();
         let node =

@@ -64,6 +64,9 @@ pub struct OperatorConfig {
     pub probe_address: SocketAddr,
     /// The agents' ServiceAccount: only its tokens may subscribe.
     pub agent_service_account: ServiceAccountRef,
+    /// The audience agent tokens must carry (a projected token made for the plan stream, useless
+    /// against the API server). `None`: the API server's own audience.
+    pub agent_token_audience: Option<String>,
     pub lease: LeaseConfig,
     /// This replica's name in the Lease and in Events (the pod name).
     pub identity: String,
@@ -223,6 +226,7 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
         client.clone(),
         &config.agent_service_account.namespace,
         &config.agent_service_account.name,
+        config.agent_token_audience.clone(),
     ));
 
     let mut tasks = JoinSet::new();

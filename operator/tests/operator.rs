@@ -309,6 +309,32 @@ async fn only_the_agent_of_the_node_may_subscribe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_agent_audience_only_tokens_made_for_it_subscribe() {
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let audience = "palisade.dev/plan-stream";
+    let config = palisade_operator::OperatorConfig {
+        agent_token_audience: Some(audience.into()),
+        ..harness.config("operator-audience")
+    };
+    let operator = harness.start_operator_with(config).await;
+    let system = harness.system_namespace.clone();
+
+    // A token for the plan stream's audience, bound to the agent pod on n1, opens n1 ...
+    let for_stream = harness.token_for(&system, AGENT_SA, Some(&scene.agent_n1), &[audience]).await;
+    let agent = harness.connect(&operator, &scene.n1, Some(&for_stream), true).await.expect("n1's agent may read n1");
+    agent.close().await;
+    // ... but the same pod's token for the API server (what a leaked kubelet-mounted token is) does not,
+    let for_api = harness.token(&system, AGENT_SA, Some(&scene.agent_n1)).await;
+    assert_eq!(harness.connect(&operator, &scene.n1, Some(&for_api), true).await.err(), Some(401));
+    // nor one made for some other audience.
+    let for_other = harness.token_for(&system, AGENT_SA, Some(&scene.agent_n1), &["elsewhere"]).await;
+    assert_eq!(harness.connect(&operator, &scene.n1, Some(&for_other), true).await.err(), Some(401));
+    operator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_policy_is_reported_while_valid_ones_keep_flowing() {
     init_logging();
     let harness = &Harness::start().await;

@@ -8,6 +8,7 @@
 #           Images (pause, probe, palisade) are imported into every node; pods use imagePullPolicy Never.
 #   down    stops everything `up` started: pods through the CRI, then processes, shims (by PID),
 #           cgroups, namespaces and files. Safe to run twice.
+#   load    imports image tarballs (docker-archive) into every node of a running cluster.
 #   status  prints how to reach a running cluster.
 #
 # Environment (all optional):
@@ -421,8 +422,13 @@ case ${1:-} in
     nodes=$(cat "$dir/nodes" 2>/dev/null || echo "$nodes")
     down
     ;;
+  load)
+    shift
+    nodes=$(cat "$dir/nodes")
+    PALISADE_IMAGES="$*" import_images
+    ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|load IMAGE.tar...|status" >&2; exit 2 ;;
 esac
 exit
 }

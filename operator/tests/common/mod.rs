@@ -84,6 +84,7 @@ impl Harness {
                 namespace: self.system_namespace.clone(),
                 name: AGENT_SA.into(),
             },
+            agent_token_audience: None,
             lease,
             identity: identity.to_owned(),
             timings: Timings {
@@ -98,7 +99,11 @@ impl Harness {
     }
 
     pub async fn start_operator(&self, identity: &str) -> RunningOperator {
-        let operator = palisade_operator::start(self.config(identity)).await.expect("operator starts");
+        self.start_operator_with(self.config(identity)).await
+    }
+
+    pub async fn start_operator_with(&self, config: OperatorConfig) -> RunningOperator {
+        let operator = palisade_operator::start(config).await.expect("operator starts");
         let probe = operator.probe_address;
         eventually("the operator to become ready", || async move {
             http_get(probe, "/readyz").await.is_some_and(|(status, _)| status == 200)
@@ -183,6 +188,11 @@ impl Harness {
     /// A token of `namespace/account` bound to `pod` (as a kubelet-projected token is), or
     /// unbound when `pod` is `None`.
     pub async fn token(&self, namespace: &str, account: &str, pod: Option<&Pod>) -> String {
+        self.token_for(namespace, account, pod, &[]).await
+    }
+
+    /// As [`Harness::token`], for `audiences` (empty: the API server's own).
+    pub async fn token_for(&self, namespace: &str, account: &str, pod: Option<&Pod>, audiences: &[&str]) -> String {
         self.service_account(namespace, account).await;
         let bound = pod.map(|pod| BoundObjectReference {
             api_version: Some("v1".into()),
@@ -191,7 +201,9 @@ impl Harness {
             uid: pod.metadata.uid.clone(),
         });
         let request = TokenRequest {
-            spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), bound_object_ref: bound },
+            spec: TokenRequestSpec {
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                expiration_seconds: Some(3600), bound_object_ref: bound },
             ..TokenRequest::default()
         };
         let issued: TokenRequest = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
