@@ -7,10 +7,14 @@ ASSETS = $(shell tests/tools/build-assets.sh | tail -n 1)
 
 .PHONY: help
 help:
-	@echo "make demo         run Palisade on a local control plane with namespace-built nodes (DEMO_ARGS=--hold keeps it up)"
+	@echo "make demo         a real 2-node cluster, Palisade installed with Helm, policies applied live (DEMO_ARGS=--hold keeps it up)"
+	@echo "make demo-check   the demo without pauses, failing unless every matrix is the expected one"
 	@echo "make test         check formatting and clippy, build what the tests need, run every test"
 	@echo "make lint         cargo fmt --check and clippy -D warnings (part of make test)"
-	@echo "make test-assets  build (or reuse) kube-apiserver, etcd and helm from Go modules"
+	@echo "make cluster      start a real cluster (kubelets, containerd, kube-proxy; nodes as namespaces) and print its kubeconfig"
+	@echo "make cluster-down remove it: pods, processes, shims, mounts, cgroups, namespaces"
+	@echo "make images       build the pause, probe and palisade images into target/images (no Docker)"
+	@echo "make test-assets  build (or reuse) the Kubernetes binaries, etcd and helm from Go modules"
 	@echo "make crds         regenerate the CRD manifests under charts/palisade/crds"
 	@echo "make bench        print the benchmark figures"
 
@@ -28,8 +32,10 @@ lint: deps ## style and lints hold in CI: formatting, then clippy on every targe
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
+# The real-cluster tests need the cluster binaries and the images (target/images) built first.
 test: deps lint
-	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
+	@assets=$$(tests/tools/build-assets.sh cluster | tail -n 1) && \
+	  tests/cluster/images.sh >/dev/null && \
 	  KUBEBUILDER_ASSETS=$$assets cargo test --workspace --locked -- --test-threads=2
 
 .PHONY: crds
@@ -48,8 +54,31 @@ bench:
 	  cargo bench --locked -p palisade-dataplane-tests && \
 	  KUBEBUILDER_ASSETS=$$assets cargo bench --locked -p palisade-e2e
 
+.PHONY: images
+images: deps
+	@tests/cluster/images.sh
+
+# CLUSTER_ARGS: environment for tests/cluster/cluster.sh, e.g. PALISADE_CLUSTER_NODES=3 PALISADE_IP_FAMILY=ipv4.
+.PHONY: cluster
+cluster: deps
+	@images=$$(tests/cluster/images.sh | tail -n 1) && PALISADE_IMAGES="$$images" $(CLUSTER_ARGS) tests/cluster/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down:
+	@$(CLUSTER_ARGS) tests/cluster/cluster.sh down
+
 .PHONY: demo
-demo: deps ## a real control plane, namespace-built nodes, operator and agents; policies applied live
+demo: deps ## a real cluster, helm install, the shop scenario with real connections between real pods
+	@tests/cluster/demo.sh $(DEMO_ARGS)
+
+.PHONY: demo-check
+demo-check: deps
+	@tests/cluster/demo.sh --check
+
+# The same scenario on namespace-built nodes around local processes (no kubelet), as before the
+# real cluster existed; quicker to iterate on the engine with.
+.PHONY: demo-local
+demo-local: deps
 	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
 	  cargo build --quiet -p palisade-cli -p palisade-testkit -p palisade-e2e --bins && \
 	  KUBEBUILDER_ASSETS=$$assets target/debug/palisade-demo $(DEMO_ARGS)
