@@ -26,7 +26,7 @@ bin=$repo/target/$profile
 # A root with Debian's merged /usr, so paths through /lib and /sbin resolve as on the host.
 new_root() {
   local root=$roots/$1
-  mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,tmp}
+  mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,tmp,run}
   ln -s usr/bin "$root/bin"; ln -s usr/sbin "$root/sbin"; ln -s usr/lib "$root/lib"; ln -s usr/lib64 "$root/lib64"
   chmod 1777 "$root/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n' >"$root/etc/passwd"
@@ -78,6 +78,11 @@ IMAGE_USER=65532:65532 "$here/image.sh" "$out/probe.tar" palisade.dev/probe:dev 
 root=$(new_root palisade)
 copy "$root" "$bin/palisade" /usr/local/bin/palisade
 for package in iptables ipset libxtables12; do copy_package "$root" "$package"; done
+# The neutral names (iptables-restore, ...) are update-alternatives links, made by the package's
+# postinst rather than shipped in it: the same links as a Debian install, to the same backend.
+for tool in iptables iptables-restore iptables-save ip6tables ip6tables-restore ip6tables-save; do
+  copy "$root" "/usr/sbin/$tool"
+done
 "$here/image.sh" "$out/palisade.tar" palisade.dev/palisade:dev "$root" /usr/local/bin/palisade
 
 echo "$out/pause.tar $out/probe.tar $out/palisade.tar"

@@ -1,6 +1,6 @@
 //! # palisade-testkit: the test platform
 //!
-//! Two independent pieces that later tests (agent dataplane, operator end-to-end, the netpol matrix,
+//! Three pieces that later tests (agent dataplane, operator end-to-end, the netpol matrix,
 //! `make demo`) are built on:
 //!
 //! * [`ControlPlane`]: a real etcd + kube-apiserver (envtest model) with RBAC on, certificates made
@@ -11,6 +11,8 @@
 //!   [`NetCluster::register`] mirrors it into an apiserver as Node and Pod objects, and
 //!   [`NetCluster::expose_apiserver`] makes the apiserver reachable from inside node and pod
 //!   namespaces at [`APISERVER_SERVICE_IP`], for agents run with `ip netns exec`.
+//! * [`RealCluster`]: the real cluster of `make cluster` (kubelets, containerd, kube-proxy; nodes
+//!   as namespaces), for what only real pods show: the chart, images, Services, upgrades.
 //!
 //! ```no_run
 //! # async fn demo() -> palisade_testkit::Result<()> {
@@ -65,6 +67,7 @@ pub mod netns;
 mod pki;
 pub mod probe;
 mod process;
+mod real_cluster;
 
 pub use cluster::{
     ClusterSpec, Family, NetCluster, Node, NodeSpec, POD_GATEWAY_V4, POD_GATEWAY_V6, Pod, PodSpec, Port,
@@ -78,3 +81,4 @@ pub use matrix::{MatrixDiff, Mismatch, Reachability};
 pub use pki::serving_certificate;
 pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};
 pub use process::{ManagedProcess, log_tail, workspace_binary};
+pub use real_cluster::{IMAGES, RealCluster, images_dir, repository_root};
