@@ -112,7 +112,9 @@ fn cleanup_daemonset(agent: &DaemonSet, name: &str) -> anyhow::Result<DaemonSet>
     labels.extend(match_labels.clone());
     metadata.labels = Some(labels);
     let pod = template.spec.as_mut().context("the agent DaemonSet has no pod spec")?;
-    let Some(agent_container) = pod.containers.first().cloned() else { bail!("the agent pod template has no container") };
+    let Some(agent_container) = pod.containers.first().cloned() else {
+        bail!("the agent pod template has no container")
+    };
     let mut clean = agent_container.clone();
     clean.name = "cleanup".into();
     clean.args = Some(vec!["agent".into(), "cleanup".into()]);
@@ -196,8 +198,14 @@ mod tests {
         let init = &pod.init_containers.expect("init")[0];
         assert_eq!(init.args.as_deref(), Some(&["agent".to_owned(), "cleanup".to_owned()][..]));
         assert!(init.readiness_probe.is_none());
-        assert_eq!(init.security_context, agent.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].security_context);
+        assert_eq!(
+            init.security_context,
+            agent.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].security_context
+        );
         assert_eq!(pod.containers[0].args.as_ref().map(|a| a.join(" ")).as_deref(), Some("agent cleanup --hold"));
-        assert_eq!(selector_of(&agent).as_deref(), Some("app.kubernetes.io/component=agent,app.kubernetes.io/name=palisade"));
+        assert_eq!(
+            selector_of(&agent).as_deref(),
+            Some("app.kubernetes.io/component=agent,app.kubernetes.io/name=palisade")
+        );
     }
 }

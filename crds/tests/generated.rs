@@ -18,7 +18,10 @@ fn committed_manifests_match_the_rust_types() {
             Err(e) => stale.push(format!("{file_name} cannot be read ({e})")),
         }
     }
-    assert!(stale.is_empty(), "CRD manifests are out of date: {stale:?}; run `make crds` and commit charts/palisade/crds");
+    assert!(
+        stale.is_empty(),
+        "CRD manifests are out of date: {stale:?}; run `make crds` and commit charts/palisade/crds"
+    );
 }
 
 #[test]

@@ -203,7 +203,9 @@ impl Harness {
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: audiences.iter().map(|a| a.to_string()).collect(),
-                expiration_seconds: Some(3600), bound_object_ref: bound },
+                expiration_seconds: Some(3600),
+                bound_object_ref: bound,
+            },
             ..TokenRequest::default()
         };
         let issued: TokenRequest = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)

@@ -59,10 +59,8 @@ fn the_schema_refuses_bad_values_and_names_them() {
         ("agent.resyncSeconds=0", "/agent/resyncSeconds"),
         ("unknownKey=1", "unknownKey"),
     ] {
-        let output = Command::new(helm_binary())
-            .args(["template", "t", &chart, "--set", value])
-            .output()
-            .expect("helm runs");
+        let output =
+            Command::new(helm_binary()).args(["template", "t", &chart, "--set", value]).output().expect("helm runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "helm accepted {value}");
         assert!(stderr.contains(path), "helm's refusal of {value} does not name {path}: {stderr}");
@@ -114,7 +112,11 @@ fn the_image_holds_every_file_the_agent_runs() {
         let path = if tool.starts_with('/') { tool.to_owned() } else { format!("/usr/sbin/{tool}") };
         let version = if tool == "ipset" { "version" } else { "--version" };
         let output = Command::new("chroot").arg(&root).args([&path, version]).output().expect("chroot runs");
-        assert!(output.status.success(), "{tool} does not run in the image: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{tool} does not run in the image: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     // Every xtables module, and every library each one loads, resolves inside the image.
     let modules = root.join("usr/lib/x86_64-linux-gnu/xtables");
@@ -144,7 +146,11 @@ fn the_image_holds_every_file_the_agent_runs() {
         root = root.display()
     );
     let output = Command::new("unshare").args(["--net", "sh", "-c", &script]).output().expect("unshare runs");
-    assert!(output.status.success(), "the image's iptables cannot restore the agent's matches: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the image's iptables cannot restore the agent's matches: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// `(ServiceAccount, scope, resource, verbs)` rows of the chart README's RBAC table.
@@ -193,7 +199,11 @@ fn granted(cluster: &RealCluster, account: &str, namespace: &str) -> BTreeMap<St
     granted
 }
 
-fn expected(rows: &[(String, String, String, BTreeSet<String>)], account: &str, in_release: bool) -> BTreeMap<String, BTreeSet<String>> {
+fn expected(
+    rows: &[(String, String, String, BTreeSet<String>)],
+    account: &str,
+    in_release: bool,
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (row_account, scope, resource, verbs) in rows {
         if row_account == account && !resource.is_empty() && (scope == "cluster" || in_release) {
@@ -207,7 +217,21 @@ fn expected(rows: &[(String, String, String, BTreeSet<String>)], account: &str, 
 fn connects(cluster: &RealCluster, from: &str, ip: &str) -> bool {
     let (namespace, pod) = from.split_once('/').expect("ns/pod");
     cluster
-        .kubectl(&["exec", "-n", namespace, pod, "--", "palisade-probe", "connect", "--to", ip, "--tcp", PORT, "--timeout-ms", "1000"])
+        .kubectl(&[
+            "exec",
+            "-n",
+            namespace,
+            pod,
+            "--",
+            "palisade-probe",
+            "connect",
+            "--to",
+            ip,
+            "--tcp",
+            PORT,
+            "--timeout-ms",
+            "1000",
+        ])
         .map(|output| output.status.success())
         .unwrap_or(false)
 }
@@ -249,13 +273,19 @@ fn palisade_leftovers(cluster: &RealCluster) -> Vec<String> {
             left.extend(text.lines().filter(|l| l.contains("PAL-")).map(|l| format!("{node} {save}: {l}")));
         }
         let sets = cluster.in_node(&node, "ipset", &["list", "-n"]).expect("ipset list");
-        left.extend(sets.lines().filter(|s| s.starts_with("pal4-") || s.starts_with("pal6-")).map(|s| format!("{node} set {s}")));
+        left.extend(
+            sets.lines()
+                .filter(|s| s.starts_with("pal4-") || s.starts_with("pal6-"))
+                .map(|s| format!("{node} set {s}")),
+        );
     }
     left
 }
 
 fn pod_ips(cluster: &RealCluster, namespace: &str, pod: &str) -> Vec<String> {
-    let ips = cluster.kubectl_ok(&["get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.podIPs[*].ip}"]).expect("pod IPs");
+    let ips = cluster
+        .kubectl_ok(&["get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.podIPs[*].ip}"])
+        .expect("pod IPs");
     ips.split_whitespace().map(str::to_owned).collect()
 }
 
@@ -298,17 +328,27 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
 
     // Workloads first, so kube-proxy's rules for them are part of what must survive unchanged.
     cluster.kubectl_stdin(&["apply", "-f", "-"], &workloads(&nodes)).expect("workloads");
-    cluster.kubectl_ok(&["wait", "--for=condition=Ready", "pod", "--all", "-n", "web", "--timeout=90s"]).expect("pods Ready");
-    let service_ip = cluster.kubectl_ok(&["get", "svc", "-n", "web", "servers", "-o", "jsonpath={.spec.clusterIP}"]).expect("ClusterIP");
+    cluster
+        .kubectl_ok(&["wait", "--for=condition=Ready", "pod", "--all", "-n", "web", "--timeout=90s"])
+        .expect("pods Ready");
+    let service_ip = cluster
+        .kubectl_ok(&["get", "svc", "-n", "web", "servers", "-o", "jsonpath={.spec.clusterIP}"])
+        .expect("ClusterIP");
     std::thread::sleep(Duration::from_secs(2)); // kube-proxy's sync after the Service appeared
     let before = foreign_rules(&cluster);
 
     // The chart is accepted by the server as rendered, then installs and becomes ready.
     let chart = chart();
-    let rendered = cluster.helm_ok(&["template", "palisade", &chart, "--include-crds", "--namespace", RELEASE_NAMESPACE]).expect("template");
+    let rendered = cluster
+        .helm_ok(&["template", "palisade", &chart, "--include-crds", "--namespace", RELEASE_NAMESPACE])
+        .expect("template");
     cluster.kubectl_ok(&["create", "namespace", RELEASE_NAMESPACE]).expect("release namespace");
     let dry_run = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered).expect("kubectl runs");
-    assert!(dry_run.status.success(), "the server refuses the rendered chart: {}", String::from_utf8_lossy(&dry_run.stderr));
+    assert!(
+        dry_run.status.success(),
+        "the server refuses the rendered chart: {}",
+        String::from_utf8_lossy(&dry_run.stderr)
+    );
     let install = Instant::now();
     let args = install_args(&["--wait", "--timeout", "180s"]);
     cluster.helm_ok(&with_chart(&args, &chart)).expect("helm install --wait");
@@ -317,17 +357,33 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
     // RBAC exactly as the chart README documents it.
     let rows = documented_rbac();
     for account in ["operator", "agent", "webhook"] {
-        assert_eq!(granted(&cluster, account, RELEASE_NAMESPACE), expected(&rows, account, true), "{account} in {RELEASE_NAMESPACE}");
+        assert_eq!(
+            granted(&cluster, account, RELEASE_NAMESPACE),
+            expected(&rows, account, true),
+            "{account} in {RELEASE_NAMESPACE}"
+        );
         assert_eq!(granted(&cluster, account, "default"), expected(&rows, account, false), "{account} elsewhere");
     }
     // The uninstall hook's account exists only while the hook runs: its RBAC, rendered alone.
     let hook = cluster
-        .helm_ok(&["template", "palisade", &chart, "--namespace", RELEASE_NAMESPACE, "--show-only", "templates/uninstall.yaml"])
+        .helm_ok(&[
+            "template",
+            "palisade",
+            &chart,
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--show-only",
+            "templates/uninstall.yaml",
+        ])
         .expect("the uninstall hook");
     let hook_rbac: Vec<&str> = hook.split("\n---").filter(|doc| !doc.contains("kind: Job")).collect();
     let hook_rbac = hook_rbac.join("\n---");
     cluster.kubectl_stdin(&["apply", "-f", "-"], &hook_rbac).expect("hook RBAC");
-    assert_eq!(granted(&cluster, "uninstall", RELEASE_NAMESPACE), expected(&rows, "uninstall", true), "uninstall in {RELEASE_NAMESPACE}");
+    assert_eq!(
+        granted(&cluster, "uninstall", RELEASE_NAMESPACE),
+        expected(&rows, "uninstall", true),
+        "uninstall in {RELEASE_NAMESPACE}"
+    );
     assert_eq!(granted(&cluster, "uninstall", "default"), expected(&rows, "uninstall", false), "uninstall elsewhere");
     cluster.kubectl_stdin(&["delete", "-f", "-"], &hook_rbac).expect("hook RBAC removed");
 
@@ -342,7 +398,9 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
     });
 
     // An upgrade that restarts every agent, under continuous probing.
-    let agents_before = cluster.kubectl_ok(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/component=agent", "-o", "name"]).expect("agents");
+    let agents_before = cluster
+        .kubectl_ok(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/component=agent", "-o", "name"])
+        .expect("agents");
     let stop = Arc::new(AtomicBool::new(false));
     let cluster = Arc::new(cluster);
     let prober = {
@@ -364,22 +422,42 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
     };
     let upgrade = Instant::now();
     cluster
-        .helm_ok(&["upgrade", "palisade", &chart, "--namespace", RELEASE_NAMESPACE, "--reuse-values", "--set", "agent.resyncSeconds=45", "--wait", "--timeout", "180s"])
+        .helm_ok(&[
+            "upgrade",
+            "palisade",
+            &chart,
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "agent.resyncSeconds=45",
+            "--wait",
+            "--timeout",
+            "180s",
+        ])
         .expect("helm upgrade --wait");
-    cluster.kubectl_ok(&["rollout", "status", "-n", RELEASE_NAMESPACE, "daemonset/palisade-agent", "--timeout=120s"]).expect("rollout");
+    cluster
+        .kubectl_ok(&["rollout", "status", "-n", RELEASE_NAMESPACE, "daemonset/palisade-agent", "--timeout=120s"])
+        .expect("rollout");
     let upgrade_seconds = upgrade.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let (probes, leaks, blackholes) = prober.join().expect("prober");
-    let agents_after = cluster.kubectl_ok(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/component=agent", "-o", "name"]).expect("agents");
-    println!("helm upgrade (agents restarted): {upgrade_seconds:.1} s, {probes} probe pairs, {leaks} leaks, {blackholes} blackholes");
+    let agents_after = cluster
+        .kubectl_ok(&["get", "pods", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/component=agent", "-o", "name"])
+        .expect("agents");
+    println!(
+        "helm upgrade (agents restarted): {upgrade_seconds:.1} s, {probes} probe pairs, {leaks} leaks, {blackholes} blackholes"
+    );
     assert!(agents_before.lines().all(|pod| !agents_after.contains(pod)), "the upgrade restarted no agent");
     assert!(probes >= 5, "only {probes} probe pairs during the upgrade");
     assert_eq!((leaks, blackholes), (0, 0), "the upgrade opened a denied flow or closed an allowed one");
 
     // Uninstall: the hook cleans every node, and what was there before is there again, unchanged.
     let uninstall = Instant::now();
-    cluster.helm_ok(&["uninstall", "palisade", "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout", "180s"]).expect("helm uninstall");
+    cluster
+        .helm_ok(&["uninstall", "palisade", "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout", "180s"])
+        .expect("helm uninstall");
     println!("helm uninstall: {:.1} s", uninstall.elapsed().as_secs_f64());
     let left = palisade_leftovers(&cluster);
     assert!(left.is_empty(), "Palisade left on the nodes after uninstall: {left:#?}");
