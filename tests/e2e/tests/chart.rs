@@ -372,6 +372,8 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
             &chart,
             "--namespace",
             RELEASE_NAMESPACE,
+            "--set",
+            "cleanupOnUninstall=true",
             "--show-only",
             "templates/uninstall.yaml",
         ])
