@@ -6,12 +6,14 @@
 //! - `palisade agent run|cleanup`: the node agent (plan stream client, dataplane, health) and the
 //!   removal of everything it installed, see `palisade-agent`.
 //! - `palisade uninstall`: the chart's pre-delete hook, which cleans every node.
+//! - `palisade selftest listen|connect`: the two ends of the chart's `helm test`.
 //!
 //! Flags have environment fallbacks here; the work is in the libraries.
 
 mod agent;
 mod lint;
 mod operator;
+mod selftest;
 mod uninstall;
 mod webhook;
 
@@ -46,6 +48,9 @@ enum Command {
     /// Remove Palisade from every node: stop the agents, then clean each node (the chart's
     /// pre-delete hook).
     Uninstall(uninstall::UninstallArgs),
+    /// The ends of `helm test`: a TCP server, and a client that checks a flow is open or closed.
+    #[command(subcommand)]
+    Selftest(selftest::SelftestCommand),
 }
 
 #[tokio::main]
@@ -61,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(command) => agent::run(command).await,
         Command::Webhook(args) => webhook::run(args).await,
         Command::Uninstall(args) => uninstall::run(args).await,
+        // Plain blocking sockets: this process does nothing else.
+        Command::Selftest(command) => selftest::run(command),
         // Lint's output is its report; it exits with its verdict.
         Command::Lint(args) => std::process::exit(lint::run(args)?),
     }

@@ -244,22 +244,50 @@ fn eventually(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Every node's netfilter state apart from counters, both backends, both families.
+/// Every node's netfilter state apart from counters, both backends, both families, compared in
+/// order, except what kube-proxy rewrites whole on each sync as Services come and go: the order in
+/// which its chains were created, and the order of rules inside its `KUBE-` chains (each matches a
+/// distinct ClusterIP and port). Everything else (any other tool's rules) must keep its order.
 fn foreign_rules(cluster: &RealCluster) -> String {
     let mut all = String::new();
     for node in cluster.node_names() {
         for save in ["iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"] {
             let text = cluster.in_node(&node, save, &[]).expect("iptables-save");
             all.push_str(&format!("## {node} {save}\n"));
+            let mut run: Vec<String> = Vec::new(); // consecutive lines that may be reordered
+            let mut run_key = String::new();
+            let mut flush = |run: &mut Vec<String>, all: &mut String| {
+                run.sort();
+                for line in run.drain(..) {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            };
             for line in text.lines().filter(|line| !line.starts_with('#')) {
                 // Chain lines carry packet counters: ":KUBE-SERVICES - [12:720]".
                 let line = match line.rfind(" [") {
                     Some(at) if line.starts_with(':') => &line[..at],
                     _ => line,
                 };
-                all.push_str(line);
-                all.push('\n');
+                let key = if line.starts_with(':') {
+                    ":".to_owned()
+                } else if let Some(chain) = line.strip_prefix("-A KUBE-") {
+                    format!("-A KUBE-{}", chain.split_whitespace().next().unwrap_or_default())
+                } else {
+                    String::new()
+                };
+                if key != run_key {
+                    flush(&mut run, &mut all);
+                    run_key = key.clone();
+                }
+                if key.is_empty() {
+                    all.push_str(line);
+                    all.push('\n');
+                } else {
+                    run.push(line.to_owned());
+                }
             }
+            flush(&mut run, &mut all);
         }
     }
     all
@@ -353,6 +381,11 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
     let args = install_args(&["--wait", "--timeout", "180s"]);
     cluster.helm_ok(&with_chart(&args, &chart)).expect("helm install --wait");
     println!("helm install --wait: {:.1} s", install.elapsed().as_secs_f64());
+
+    // The chart's own end-to-end check passes.
+    let helm_test = Instant::now();
+    cluster.helm_ok(&["test", "palisade", "--namespace", RELEASE_NAMESPACE, "--timeout", "180s"]).expect("helm test");
+    println!("helm test: {:.1} s", helm_test.elapsed().as_secs_f64());
 
     // RBAC exactly as the chart README documents it.
     let rows = documented_rbac();
