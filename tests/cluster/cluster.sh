@@ -84,16 +84,26 @@ down() {
     pkill -9 -f -- "containerd-shim-runc-v2 .*-address $dir/$node/containerd.sock" 2>/dev/null || true
     # Whatever is left in the node's cgroups (containers of a shim that died first), then the cgroups,
     # deepest first, in every hierarchy.
-    local hierarchy
+    # A shim killed while runc froze a container to signal it leaves the cgroup FROZEN, and a frozen
+    # process ignores SIGKILL: thaw first.
+    local hierarchy state attempt
+    if [[ -d /sys/fs/cgroup/freezer/$node ]]; then
+      while IFS= read -r state; do echo THAWED >"$state" 2>/dev/null || true; done \
+        < <(find "/sys/fs/cgroup/freezer/$node" -name freezer.state)
+    fi
     for hierarchy in /sys/fs/cgroup/*/; do
       [[ -d $hierarchy$node ]] || continue
       find "$hierarchy$node" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     done
-    sleep 0.2
-    for hierarchy in /sys/fs/cgroup/*/; do
-      [[ -d $hierarchy$node ]] || continue
-      find "$hierarchy$node" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+      for hierarchy in /sys/fs/cgroup/*/; do
+        [[ -d $hierarchy$node ]] || continue
+        find "$hierarchy$node" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      done
+      compgen -G "/sys/fs/cgroup/*/$node" >/dev/null || break
+      sleep 0.3
     done
+    compgen -G "/sys/fs/cgroup/*/$node" >/dev/null && say "cgroups of $node could not be removed: $(compgen -G "/sys/fs/cgroup/*/$node" | tr '\n' ' ')"
     ip netns delete "$node" 2>/dev/null || true
   done
   ip netns delete "$fabric" 2>/dev/null || true

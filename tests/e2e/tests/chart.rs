@@ -256,7 +256,7 @@ fn foreign_rules(cluster: &RealCluster) -> String {
             all.push_str(&format!("## {node} {save}\n"));
             let mut run: Vec<String> = Vec::new(); // consecutive lines that may be reordered
             let mut run_key = String::new();
-            let mut flush = |run: &mut Vec<String>, all: &mut String| {
+            let flush = |run: &mut Vec<String>, all: &mut String| {
                 run.sort();
                 for line in run.drain(..) {
                     all.push_str(&line);

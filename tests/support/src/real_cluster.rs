@@ -39,6 +39,7 @@ impl RealCluster {
     /// Starts a cluster of `nodes` nodes, dual stack, with every image of [`IMAGES`] imported.
     pub fn start(nodes: usize) -> Result<RealCluster> {
         crate::netns::require_root()?;
+        remove_abandoned();
         let images: Vec<PathBuf> = IMAGES.iter().map(|image| images_dir().join(image)).collect();
         if let Some(missing) = images.iter().find(|image| !image.exists()) {
             return Err(Error::Invalid(format!(
@@ -150,6 +151,29 @@ impl RealCluster {
             .output()
             .map_err(|source| Error::Spawn { program: "nsenter".into(), source })?;
         succeeded("nsenter", &all, output)
+    }
+}
+
+/// Clusters of test processes that died without dropping them (`t<pid>x<n>`, the pid gone).
+fn remove_abandoned() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir().join("palisade-cluster")) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix('t').and_then(|rest| rest.split_once('x')).map(|(pid, _)| pid.to_owned())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(&pid).exists() {
+            continue;
+        }
+        let script = repository_root().join("tests/cluster/cluster.sh");
+        let _ = Command::new(&script)
+            .arg("down")
+            .env("PALISADE_CLUSTER", &name)
+            .env("PALISADE_CLUSTER_DIR", entry.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
