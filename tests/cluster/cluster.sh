@@ -410,6 +410,8 @@ up() {
   echo "$assets" >"$dir/assets"
   echo "$nodes" >"$dir/nodes"
   trap 'say "bring-up failed: removing the partial cluster (logs were in $dir/logs)"; cp -r "$dir/logs" "/tmp/palisade-cluster-$name-failed-logs" 2>/dev/null; down' ERR
+  # Interrupted while coming up: nothing half-built stays behind.
+  trap 'say "interrupted: removing the partial cluster"; down; exit 130' INT TERM
   local t=$SECONDS
   pki; say "pki ready ($((SECONDS - t)) s)"
   network
@@ -420,7 +422,7 @@ up() {
   say "nodes registered and wired ($((SECONDS - t)) s)"
   t=$SECONDS; import_images; say "images imported ($((SECONDS - t)) s)"
   wait_for "every node Ready" 90 kubectl_ wait --for=condition=Ready node --all --timeout=1s
-  trap - ERR
+  trap - ERR INT TERM
   say "cluster $name up in $((SECONDS - started)) s"
   status
 }
