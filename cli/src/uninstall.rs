@@ -10,7 +10,6 @@
 //!    `palisade agent cleanup` as an init container, then holds; a ready pod is a cleaned node;
 //! 3. once every scheduled pod is ready, the cleanup DaemonSet is deleted.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -124,12 +123,11 @@ fn cleanup_daemonset(agent: &DaemonSet, name: &str) -> anyhow::Result<DaemonSet>
     let mut hold = clean.clone();
     hold.name = "cleaned".into();
     hold.args = Some(vec!["agent".into(), "cleanup".into(), "--hold".into()]);
-    hold.resources = clean.resources.clone();
     pod.init_containers = Some(vec![clean]);
     pod.containers = vec![hold];
     spec.template = template;
     spec.update_strategy = None;
-    let mut object_labels: BTreeMap<String, String> = agent.metadata.labels.clone().unwrap_or_default();
+    let mut object_labels = agent.metadata.labels.clone().unwrap_or_default();
     object_labels.insert(component.0, component.1);
     Ok(DaemonSet {
         metadata: kube::api::ObjectMeta {

@@ -49,8 +49,8 @@ say() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
 node_name() { echo "$name-n$1"; }
 node_ip4() { echo "198.18.0.1$1"; }
 node_ip6() { echo "fd00:198::1$1"; }
-in_fabric() { nsenter --net="/run/netns/$fabric" "$@"; }
-fabric_ns=(nsenter "--net=/run/netns/$fabric") # the same, for spawn
+fabric_ns=(nsenter "--net=/run/netns/$fabric") # a command prefix, as spawn needs
+in_fabric() { "${fabric_ns[@]}" "$@"; }
 kubectl_() { in_fabric "$assets/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
 
 # ---------------------------------------------------------------------------------------------- down

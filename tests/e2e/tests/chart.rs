@@ -25,27 +25,6 @@ fn helm_binary() -> PathBuf {
     palisade_testkit::assets_dir().expect("KUBEBUILDER_ASSETS (make test sets it)").join("helm")
 }
 
-fn install_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "install",
-        "palisade",
-        "REPLACED",
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        OPERATOR_CLUSTER_IP,
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
-fn with_chart<'a>(args: &[&'a str], chart: &'a str) -> Vec<&'a str> {
-    args.iter().map(|arg| if *arg == "REPLACED" { chart } else { arg }).collect()
-}
-
 #[test]
 fn the_schema_refuses_bad_values_and_names_them() {
     let chart = chart();
@@ -378,8 +357,22 @@ fn the_chart_installs_enforces_upgrades_without_gaps_and_uninstalls_cleanly() {
         String::from_utf8_lossy(&dry_run.stderr)
     );
     let install = Instant::now();
-    let args = install_args(&["--wait", "--timeout", "180s"]);
-    cluster.helm_ok(&with_chart(&args, &chart)).expect("helm install --wait");
+    cluster
+        .helm_ok(&[
+            "install",
+            "palisade",
+            &chart,
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            OPERATOR_CLUSTER_IP,
+            "--wait",
+            "--timeout",
+            "180s",
+        ])
+        .expect("helm install --wait");
     println!("helm install --wait: {:.1} s", install.elapsed().as_secs_f64());
 
     // The chart's own end-to-end check passes.

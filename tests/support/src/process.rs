@@ -263,6 +263,11 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|source| Error::Spawn { program: program.to_string(), source })?;
+    checked(program, args, output)
+}
+
+/// The stdout of a finished command, or an error carrying its stderr.
+pub(crate) fn checked(program: &str, args: &[&str], output: std::process::Output) -> Result<String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

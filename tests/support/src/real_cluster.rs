@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::{Error, Result};
+use crate::process::{checked, run};
 
 static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 
@@ -65,13 +66,7 @@ impl RealCluster {
             .stderr(Stdio::piped())
             .output()
             .map_err(|source| Error::Spawn { program: cluster.script.display().to_string(), source })?;
-        if !up.status.success() {
-            return Err(Error::Command {
-                command: format!("{} up", cluster.script.display()),
-                status: up.status.to_string(),
-                stderr: String::from_utf8_lossy(&up.stderr).into_owned(),
-            });
-        }
+        checked(&format!("{}", cluster.script.display()), &["up"], up)?;
         let assets = std::fs::read_to_string(cluster.dir.join("assets"))
             .map_err(|error| Error::Invalid(format!("the cluster wrote no assets file: {error}")))?;
         cluster.assets = PathBuf::from(assets.trim());
@@ -120,12 +115,12 @@ impl RealCluster {
 
     /// `kubectl ARGS`, failing unless it succeeds; its stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
-        succeeded("kubectl", args, self.kubectl(args)?)
+        checked("kubectl", args, self.kubectl(args)?)
     }
 
     /// `helm ARGS`, failing unless it succeeds; its stdout.
     pub fn helm_ok(&self, args: &[&str]) -> Result<String> {
-        succeeded("helm", args, self.helm(args)?)
+        checked("helm", args, self.helm(args)?)
     }
 
     fn tool(&self, binary: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
@@ -146,11 +141,7 @@ impl RealCluster {
         let netns = format!("--net=/run/netns/{node}");
         let mut all = vec![netns.as_str(), program];
         all.extend_from_slice(args);
-        let output = Command::new("nsenter")
-            .args(&all)
-            .output()
-            .map_err(|source| Error::Spawn { program: "nsenter".into(), source })?;
-        succeeded("nsenter", &all, output)
+        run("nsenter", &all)
     }
 }
 
@@ -174,18 +165,6 @@ fn remove_abandoned() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-    }
-}
-
-fn succeeded(program: &str, args: &[&str], output: Output) -> Result<String> {
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            command: format!("{program} {}", args.join(" ")),
-            status: output.status.to_string(),
-            stderr: format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout)),
-        })
     }
 }
 
