@@ -4,6 +4,7 @@
 //! Handlers read only [`Status`], never the applier, so probes answer at once even while a long
 //! sync holds the dataplane.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,39 @@ pub struct Status {
     metrics: Mutex<Metrics>,
     /// The iptables backend in use, and why it was chosen.
     backend: Mutex<Option<Detection>>,
+    stages: Mutex<BTreeMap<&'static str, StageHistogram>>,
+}
+
+/// The agent's stages of a plan change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// From the operator's send stamp to the frame's arrival (V2 streams; meaningful where the
+    /// two clocks agree, as on one machine or with NTP).
+    Transit,
+    /// From the frame's arrival to the kernel committing the plan.
+    Kernel,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Transit => "transit",
+            Stage::Kernel => "kernel",
+        }
+    }
+}
+
+/// Upper bounds of the stage histogram's buckets: 50 µs doubling to about 1.6 s, as the
+/// operator's `palisade_operator_stage_seconds`.
+fn stage_bounds() -> impl Iterator<Item = f64> {
+    (0..16).map(|i| 0.000_05 * f64::from(1u32 << i))
+}
+
+#[derive(Clone, Debug, Default)]
+struct StageHistogram {
+    /// Observations per bucket (not cumulative); the last counts those above every bound.
+    buckets: [u64; 17],
+    sum: f64,
 }
 
 impl Status {
@@ -67,6 +101,16 @@ impl Status {
         }
     }
 
+    pub fn observe(&self, stage: Stage, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = stage_bounds().position(|bound| seconds <= bound).unwrap_or(16);
+        if let Ok(mut stages) = self.stages.lock() {
+            let histogram = stages.entry(stage.as_str()).or_default();
+            histogram.buckets[bucket] += 1;
+            histogram.sum += seconds;
+        }
+    }
+
     /// The Prometheus text exposition of the agent's counters.
     pub fn prometheus_text(&self) -> String {
         let metrics = self.metrics();
@@ -87,6 +131,28 @@ impl Status {
             let _ = writeln!(text, "# HELP palisade_agent_iptables_backend The iptables backend the agent programs.");
             let _ = writeln!(text, "# TYPE palisade_agent_iptables_backend gauge");
             let _ = writeln!(text, "palisade_agent_iptables_backend{{backend=\"{}\"}} 1", detection.backend);
+        }
+        let stages = self.stages.lock().map(|stages| stages.clone()).unwrap_or_default();
+        if !stages.is_empty() {
+            let _ = writeln!(
+                text,
+                "# HELP palisade_agent_stage_seconds Duration of each stage of a plan change: transit (operator send to arrival), kernel (arrival to committed)."
+            );
+            let _ = writeln!(text, "# TYPE palisade_agent_stage_seconds histogram");
+        }
+        for (stage, histogram) in stages {
+            let mut cumulative = 0;
+            for (bound, count) in stage_bounds().zip(histogram.buckets) {
+                cumulative += count;
+                let _ = writeln!(
+                    text,
+                    "palisade_agent_stage_seconds_bucket{{stage=\"{stage}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += histogram.buckets[16];
+            let _ = writeln!(text, "palisade_agent_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {cumulative}");
+            let _ = writeln!(text, "palisade_agent_stage_seconds_sum{{stage=\"{stage}\"}} {}", histogram.sum);
+            let _ = writeln!(text, "palisade_agent_stage_seconds_count{{stage=\"{stage}\"}} {cumulative}");
         }
         text
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
-use palisade_protocol::{AgentMessage, Backoff, OperatorMessage, encode, policies_in};
+use palisade_protocol::{AgentMessage, Backoff, OperatorMessage, StreamVersion, encode, policies_in, unix_micros};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use crate::apply::{Applier, ApplyConfig};
 use crate::backend::{self, Backend, Detection};
 use crate::enforcer::Enforcer;
 use crate::exec::{Binaries, Runner};
-use crate::health::{self, Status};
+use crate::health::{self, Stage, Status};
 use crate::render::{DEFAULT_MARK, RenderConfig};
 use crate::state::PlanStore;
 use crate::stream::{self, Endpoint, PlanSession, PlanStream, StreamError};
@@ -58,6 +58,8 @@ pub struct AgentConfig {
     /// A plan stream that delivers nothing (not even the operator's pings) for this long is dead:
     /// the agent closes it and reconnects. Also the bound on every send and every connection attempt.
     pub stream_idle_timeout: Duration,
+    /// Plan-stream versions offered, newest first (all by default; fewer to test an old agent).
+    pub stream_versions: Vec<StreamVersion>,
 }
 
 impl AgentConfig {
@@ -79,6 +81,7 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(10),
             stream_idle_timeout: palisade_protocol::DEFAULT_IDLE_TIMEOUT,
+            stream_versions: StreamVersion::ALL.to_vec(),
         }
     }
 
@@ -176,11 +179,13 @@ impl Agent {
             let status = status.clone();
             let node = config.node.clone();
             let (max_backoff, idle_timeout) = (config.max_backoff, config.stream_idle_timeout);
+            let versions = config.stream_versions.clone();
             async move {
                 if let Some(Err(error)) = enforcer.lock().await.restore_persisted().await {
                     tracing::error!(%error, "the persisted plan was rejected; waiting for the operator");
                 }
-                follow_operator(endpoint, node, enforcer, status, max_backoff, idle_timeout, stopped).await;
+                let link = Link { endpoint, versions, max_backoff, idle_timeout };
+                follow_operator(link, node, enforcer, status, stopped).await;
             }
         });
         Ok(Agent { health_addr, status, stop, tasks: vec![stream, repair, health] })
@@ -229,16 +234,23 @@ async fn repair_drift(enforcer: Arc<Mutex<Enforcer>>, every: Duration, stopped: 
 /// First delay of reconnects and of retries of a rejected plan; they double up to `max_backoff`.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 
+/// How the agent reaches its operator.
+struct Link {
+    endpoint: Endpoint,
+    versions: Vec<StreamVersion>,
+    max_backoff: Duration,
+    idle_timeout: Duration,
+}
+
 /// Connects, follows one connection until it fails, and reconnects with backoff, until stopped.
 async fn follow_operator(
-    endpoint: Endpoint,
+    link: Link,
     node: String,
     enforcer: Arc<Mutex<Enforcer>>,
     status: Arc<Status>,
-    max_backoff: Duration,
-    idle_timeout: Duration,
     stopped: watch::Receiver<bool>,
 ) {
+    let Link { endpoint, versions, max_backoff, idle_timeout } = link;
     let mut reconnect = Backoff::new(FIRST_RETRY, max_backoff);
     let stop = wait_for_stop(stopped);
     tokio::pin!(stop);
@@ -246,17 +258,24 @@ async fn follow_operator(
         let outcome = tokio::select! {
             _ = &mut stop => return,
             // An attempt the operator never answers (a dropped path) is bounded like a silent stream.
-            outcome = tokio::time::timeout(idle_timeout, stream::connect(&endpoint)) => match outcome {
+            outcome = tokio::time::timeout(idle_timeout, stream::connect(&endpoint, &versions)) => match outcome {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StreamError::Unanswered { seconds: idle_timeout.as_secs() }),
             },
         };
         match outcome {
-            Ok(mut connection) => {
+            Ok((mut connection, version)) => {
                 status.set_connected(true);
-                tracing::info!(url = %endpoint.url, "plan stream open");
-                let mut session =
-                    Session { node: &node, enforcer: &enforcer, max_backoff, idle_timeout, received_snapshot: false };
+                tracing::info!(url = %endpoint.url, protocol = version.subprotocol(), "plan stream open");
+                let mut session = Session {
+                    node: &node,
+                    enforcer: &enforcer,
+                    status: &status,
+                    max_backoff,
+                    idle_timeout,
+                    received_snapshot: false,
+                    first_unapplied: None,
+                };
                 let ended = tokio::select! {
                     _ = &mut stop => None,
                     ended = session.follow(&mut connection) => Some(ended),
@@ -290,9 +309,12 @@ async fn follow_operator(
 struct Session<'a> {
     node: &'a str,
     enforcer: &'a Mutex<Enforcer>,
+    status: &'a Status,
     max_backoff: Duration,
     idle_timeout: Duration,
     received_snapshot: bool,
+    /// When the oldest plan message not yet enforced arrived (for the kernel stage).
+    first_unapplied: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -338,6 +360,9 @@ impl Session<'_> {
             } else {
                 match self.enforcer.lock().await.enforce(plan).await {
                     Ok(()) => {
+                        if let Some(arrived) = self.first_unapplied.take() {
+                            self.status.observe(Stage::Kernel, arrived.elapsed());
+                        }
                         retry.reset();
                         retry_at = None;
                         AgentMessage::Realized { version, policies: policies_in(plan) }
@@ -375,6 +400,10 @@ impl Session<'_> {
         if matches!(message, OperatorMessage::Snapshot { .. }) {
             self.received_snapshot = true;
         }
+        if let Some(sent) = message.sent_at_us() {
+            self.status.observe(Stage::Transit, Duration::from_micros(unix_micros().saturating_sub(sent)));
+        }
+        self.first_unapplied.get_or_insert_with(Instant::now);
         plans.receive(message).map(Some)
     }
 }

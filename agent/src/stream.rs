@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use palisade_engine::plan::NodePlan;
-use palisade_protocol::{OperatorMessage, ProtocolError, SUBPROTOCOL, stream_path};
+use palisade_protocol::{OperatorMessage, ProtocolError, StreamVersion, stream_path};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
@@ -26,7 +26,7 @@ pub enum StreamError {
     CertificateAuthority { path: PathBuf, reason: String },
     #[error("operator refused the plan stream with HTTP {status}: {reason}")]
     Refused { status: u16, reason: String },
-    #[error("operator did not agree on subprotocol {SUBPROTOCOL} (answered {answered:?})")]
+    #[error("operator did not agree on a plan-stream subprotocol this agent offered (answered {answered:?})")]
     Subprotocol { answered: Option<String> },
     #[error("plan stream: {0}")]
     WebSocket(#[from] Box<tungstenite::Error>),
@@ -40,6 +40,8 @@ pub enum StreamError {
     Protocol(#[from] ProtocolError),
     #[error("delta from version {base} but this agent holds {held:?}; reconnecting for a snapshot")]
     BaseMismatch { base: u64, held: Option<u64> },
+    #[error("the delta does not fit the plan held ({0}); reconnecting for a snapshot")]
+    DeltaMismatch(#[from] palisade_engine::plan::PlanDeltaError),
 }
 
 /// `wss://<operator>/v1/nodes/<node>/plan`. `operator` is `host:port` or a `wss://`/`https://` URL;
@@ -73,8 +75,12 @@ pub struct Endpoint {
     pub ca_file: PathBuf,
 }
 
-/// Opens the plan stream: TLS trusting only `ca_file`, Bearer token, subprotocol v1.
-pub async fn connect(endpoint: &Endpoint) -> Result<PlanStream, StreamError> {
+/// Opens the plan stream: TLS trusting only `ca_file`, Bearer token, offering `versions` (newest
+/// first); returns the stream and the version the operator chose.
+pub async fn connect(
+    endpoint: &Endpoint,
+    versions: &[StreamVersion],
+) -> Result<(PlanStream, StreamVersion), StreamError> {
     let token = read_token(&endpoint.token_file).await?;
     let tls = client_tls(&endpoint.ca_file)?;
     let mut request = endpoint
@@ -87,7 +93,10 @@ pub async fn connect(endpoint: &Endpoint) -> Result<PlanStream, StreamError> {
         source: std::io::Error::other("the token is not a valid header value"),
     })?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
-    request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    let offered: Vec<&str> = versions.iter().map(|version| version.subprotocol()).collect();
+    let offered = HeaderValue::from_str(&offered.join(", "))
+        .map_err(|error| StreamError::Address(endpoint.url.clone(), error.to_string()))?;
+    request.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, offered);
 
     let limits = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(palisade_protocol::MAX_MESSAGE_BYTES))
@@ -113,10 +122,10 @@ pub async fn connect(endpoint: &Endpoint) -> Result<PlanStream, StreamError> {
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    if answered.as_deref() != Some(SUBPROTOCOL) {
-        return Err(StreamError::Subprotocol { answered });
+    match answered.as_deref().and_then(StreamVersion::from_subprotocol).filter(|chosen| versions.contains(chosen)) {
+        Some(chosen) => Ok((stream, chosen)),
+        None => Err(StreamError::Subprotocol { answered }),
     }
-    Ok(stream)
 }
 
 async fn read_token(path: &Path) -> Result<String, StreamError> {
@@ -173,7 +182,7 @@ impl PlanSession {
             }
             OperatorMessage::Delta { base, version, delta, .. } => match &mut self.current {
                 Some((held, plan)) if *held == base => {
-                    delta.apply(plan);
+                    delta.apply(plan)?;
                     *held = version;
                     Ok(version)
                 }

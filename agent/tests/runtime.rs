@@ -13,7 +13,7 @@ use common::*;
 use futures::{SinkExt as _, StreamExt as _};
 use palisade_agent::{Agent, AgentConfig, Binaries};
 use palisade_engine::plan::{Group, NodePlan};
-use palisade_protocol::{AgentMessage, OperatorMessage, SUBPROTOCOL, encode, policies_in};
+use palisade_protocol::{AgentMessage, OperatorMessage, StreamVersion, encode, policies_in};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -121,7 +121,12 @@ impl FakeOperator {
                         let offered = request
                             .headers()
                             .get("sec-websocket-protocol")
-                            .is_some_and(|value| value.as_bytes() == SUBPROTOCOL.as_bytes());
+                            // As an operator of the previous release: it speaks V1 only, and
+                            // agrees when V1 is among the offered versions.
+                            .and_then(|value| value.to_str().ok())
+                            .is_some_and(|value| {
+                                value.split(',').any(|offer| offer.trim() == StreamVersion::V1.subprotocol())
+                            });
                         if let Some(reason) = refusal {
                             let mut refused =
                                 tokio_tungstenite::tungstenite::http::Response::new(Some(reason.to_owned()));
@@ -129,9 +134,10 @@ impl FakeOperator {
                             return Err(refused);
                         }
                         if offered {
-                            response
-                                .headers_mut()
-                                .insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+                            response.headers_mut().insert(
+                                "sec-websocket-protocol",
+                                HeaderValue::from_static(StreamVersion::V1.subprotocol()),
+                            );
                         }
                         Ok(response)
                     };
@@ -383,7 +389,7 @@ async fn a_refusal_carries_the_operators_reason() {
         token_file: dir.join("token"),
         ca_file: operator.ca_file.clone(),
     };
-    let error = palisade_agent::stream::connect(&endpoint).await.expect_err("refused").to_string();
+    let error = palisade_agent::stream::connect(&endpoint, &StreamVersion::ALL).await.expect_err("refused").to_string();
     assert!(error.contains("HTTP 403") && error.contains(reason), "{error}");
 }
 

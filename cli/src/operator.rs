@@ -55,10 +55,6 @@ pub struct OperatorArgs {
     #[arg(long, env = "POD_NAME")]
     identity: String,
 
-    /// Milliseconds to wait after a cluster change for the rest of a burst before sending plans.
-    #[arg(long, env = "PALISADE_PLAN_DEBOUNCE_MS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    plan_debounce_ms: u64,
-
     /// Seconds between pings to each agent on its plan stream.
     #[arg(long, env = "PALISADE_STREAM_PING_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     stream_ping_interval_seconds: u64,
@@ -102,7 +98,6 @@ impl OperatorArgs {
             lease,
             identity: self.identity,
             timings: Timings {
-                plan_debounce: Duration::from_millis(self.plan_debounce_ms),
                 stream_ping_interval: Duration::from_secs(self.stream_ping_interval_seconds),
                 stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_seconds),
                 ..Timings::default()

@@ -6,13 +6,16 @@
 //!   that one pod against each group definition and each policy subject, never other pods;
 //! - each installed policy knows its subject pods and how many of them run on each node, so
 //!   "which nodes use this group" is answered from the group's referring policies;
-//! - node plans are assembled on demand from that state, so a full compile and any sequence of
+//! - node plans are kept materialized as views ([`crate::views`]) that each event updates for
+//!   the pods it touched; [`Engine::take_plan_changes`] hands out each node's change since the
+//!   last take, with group members patched rather than resent. A full compile and any sequence of
 //!   events that reaches the same cluster and policies produce the same plans.
 //!
 //! Ingress from the node's own addresses and loopback are not rules: the dataplane always allows
 //! them (see [`crate::plan`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +24,11 @@ use crate::groups::{GroupDefinition, Member, rule_set_id};
 use crate::index::PodIndex;
 use crate::model::{Cluster, Namespace, Node, Pod, PodKey, Policy, PolicyRef, Revision};
 use crate::plan::{
-    Direction, DirectionPlan, Group, GroupId, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry, PortMatch, Rule,
-    RuleSet, RuleSetId,
+    Direction, DirectionPlan, Group, GroupId, GroupPatch, LocalPod, NetEntry, NodePlan, PeerMatch, PortEntry,
+    PortMatch, Rule, RuleSet, RuleSetId,
 };
 use crate::validate::{Layer, PeerSpec, PortSpec, ValidPolicy, ValidRule, validate};
+use crate::views::{EngineState, NodeViews, PlanChanges, RuleSetSource};
 
 /// What an event changed, so the operator knows which agents to send which plans.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +70,20 @@ pub struct Engine {
     groups: BTreeMap<GroupId, GroupState>,
     /// The policies whose subject selects each pod.
     subjects_of_pod: BTreeMap<PodKey, BTreeSet<PolicyRef>>,
+    /// Every node's plan, materialized.
+    views: NodeViews,
+    /// Pods whose plan entry may have changed since the views were last refreshed. Refreshing
+    /// waits until plans are read, so a burst (the first list: thousands of policies) computes
+    /// each pod's entry once, not once per policy that selects it.
+    dirty_pods: BTreeSet<PodKey>,
+    /// Rule sets whose content changed since the views were last refreshed.
+    dirty_rule_sets: BTreeSet<RuleSetId>,
+    /// Member changes of each group since the last [`Engine::take_plan_changes`].
+    group_patches: BTreeMap<GroupId, GroupPatch>,
+    /// Groups created since the last take: every node holding one gets it whole.
+    fresh_groups: BTreeSet<GroupId>,
+    /// The policy and direction of each installed rule set.
+    rule_set_owners: BTreeMap<RuleSetId, (PolicyRef, Direction)>,
 }
 
 /// What the engine enforces for one policy ([`Engine::enforcement`]), with the revision in force.
@@ -138,7 +156,8 @@ impl Engine {
         for pod in cluster.pods.values() {
             pods.insert(pod);
         }
-        Engine { cluster, pods, ..Engine::default() }
+        let dirty_pods = cluster.pods.keys().cloned().collect();
+        Engine { cluster, pods, dirty_pods, ..Engine::default() }
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -164,7 +183,7 @@ impl Engine {
         self.cluster.nodes.keys().chain(self.pods.nodes()).cloned().collect()
     }
 
-    pub fn node_plans(&self) -> BTreeMap<String, NodePlan> {
+    pub fn node_plans(&mut self) -> BTreeMap<String, NodePlan> {
         self.node_names().into_iter().map(|node| (node.clone(), self.node_plan(&node))).collect()
     }
 
@@ -182,6 +201,7 @@ impl Engine {
         }
         self.pods.insert(&pod);
         self.cluster.pods.insert(pod.key.clone(), pod.clone());
+        self.dirty_pods.insert(pod.key.clone());
 
         let mut delta = Delta::default();
         delta.affected_nodes.extend(old.iter().chain([&pod]).filter_map(|p| p.node.clone()));
@@ -197,6 +217,7 @@ impl Engine {
     pub fn remove_pod(&mut self, key: &PodKey) -> Delta {
         let Some(old) = self.cluster.pods.remove(key) else { return Delta::default() };
         self.pods.remove(&old);
+        self.dirty_pods.insert(key.clone());
         let mut delta = Delta::default();
         delta.affected_nodes.extend(old.node.clone());
         let namespace = self.cluster.namespaces.get(&key.namespace).cloned();
@@ -247,10 +268,13 @@ impl Engine {
             return delta;
         }
         delta.affected_nodes.insert(name.to_string());
+        if old.map(|node| &node.ips) != new.map(|node| &node.ips) {
+            self.views.node_ips_changed(name);
+        }
         for (id, group) in &mut self.groups {
             let before = old.map(|node| group.definition.node_members(node)).unwrap_or_default();
             let after = new.map(|node| group.definition.node_members(node)).unwrap_or_default();
-            if group.replace(before, after) {
+            if group.replace(before, after, self.group_patches.entry(id.clone())) {
                 delta.changed_groups.insert(id.clone());
             }
         }
@@ -337,6 +361,10 @@ impl Engine {
         self.warnings.remove(reference);
         let old = self.installed.remove(reference)?;
         delta.affected_nodes.extend(old.subject_nodes.keys().cloned());
+        self.dirty_pods.extend(old.subject_pods.iter().cloned());
+        for compiled in old.rule_sets.values() {
+            self.rule_set_owners.remove(&compiled.id);
+        }
         for key in &old.subject_pods {
             if let Some(policies) = self.subjects_of_pod.get_mut(key) {
                 policies.remove(reference);
@@ -366,12 +394,15 @@ impl Engine {
                 let id = definition.id();
                 let group = self.groups.entry(id.clone()).or_insert_with(|| {
                     delta.changed_groups.insert(id.clone());
+                    self.fresh_groups.insert(id.clone());
                     GroupState::resolve(definition, &self.cluster, &self.pods)
                 });
                 group.referrers.insert(reference.clone());
                 groups.insert(id);
             }
-            rule_sets.insert(direction, CompiledRuleSet { id: rule_set_id(&reference, direction), rule_set, groups });
+            let id = rule_set_id(&reference, direction);
+            self.rule_set_owners.insert(id.clone(), (reference.clone(), direction));
+            rule_sets.insert(direction, CompiledRuleSet { id, rule_set, groups });
         }
 
         let mut installed = Installed {
@@ -388,6 +419,7 @@ impl Engine {
             }
         }
         delta.affected_nodes.extend(installed.subject_nodes.keys().cloned());
+        self.dirty_pods.extend(installed.subject_pods.iter().cloned());
         self.installed.insert(reference, installed);
     }
 
@@ -405,6 +437,7 @@ impl Engine {
             for id in &compiled.groups {
                 if self.groups.get(id).is_some_and(|group| group.referrers.is_empty()) {
                     self.groups.remove(id);
+                    self.group_patches.remove(id);
                     delta.changed_groups.insert(id.clone());
                 }
             }
@@ -429,7 +462,7 @@ impl Engine {
             }
             let before = old.map(|(pod, ns)| group.definition.pod_members(pod, ns)).unwrap_or_default();
             let after = new.map(|(pod, ns)| group.definition.pod_members(pod, ns)).unwrap_or_default();
-            if group.replace(before, after) {
+            if group.replace(before, after, self.group_patches.entry(id.clone())) {
                 delta.changed_groups.insert(id.clone());
             }
         }
@@ -437,6 +470,9 @@ impl Engine {
             let subject = &installed.policy.subject;
             let was = old.filter(|(pod, ns)| subject.selects(pod, *ns)).map(|(pod, _)| pod);
             let is = new.filter(|(pod, ns)| subject.selects(pod, *ns)).map(|(pod, _)| pod);
+            if was.is_some() != is.is_some() {
+                self.dirty_pods.extend(was.or(is).map(|pod| pod.key.clone()));
+            }
             if let Some(pod) = was {
                 installed.remove_subject(pod, &mut self.subjects_of_pod);
                 delta.affected_nodes.extend(pod.node.clone());
@@ -448,8 +484,8 @@ impl Engine {
         }
     }
 
-    /// Adds the nodes whose plans use a changed group.
-    fn finish(&self, mut delta: Delta) -> Delta {
+    /// Adds the nodes whose plans use a changed group, and notes changed rule sets for the views.
+    fn finish(&mut self, mut delta: Delta) -> Delta {
         for id in &delta.changed_groups {
             let Some(group) = self.groups.get(id) else { continue };
             for reference in &group.referrers {
@@ -458,7 +494,52 @@ impl Engine {
                 }
             }
         }
+        self.dirty_rule_sets.extend(delta.changed_rule_sets.iter().cloned());
         delta
+    }
+
+    /// Recomputes the plan entries of the dirty pods, then re-describes changed rule sets to the
+    /// views that hold them.
+    fn refresh_views(&mut self) {
+        for key in std::mem::take(&mut self.dirty_pods) {
+            let entry = self
+                .cluster
+                .pods
+                .get(&key)
+                .filter(|pod| pod.is_policy_endpoint())
+                .and_then(|pod| Some((pod.node.clone()?, self.local_pod(pod))));
+            let sources = RuleSetSources { installed: &self.installed, owners: &self.rule_set_owners };
+            self.views.set_pod(&key, entry, |id| sources.get(id));
+        }
+        let sources = RuleSetSources { installed: &self.installed, owners: &self.rule_set_owners };
+        for id in std::mem::take(&mut self.dirty_rule_sets) {
+            if let Some(source) = sources.get(&id) {
+                self.views.rule_set_changed(&id, source);
+            }
+        }
+    }
+
+    /// Every node's plan change since the last call (none at first for a node never taken: its
+    /// agent starts from a snapshot, [`Engine::node_plan`]), and the policies whose span changed.
+    pub fn take_plan_changes(&mut self) -> PlanChanges {
+        self.refresh_views();
+        let patches = std::mem::take(&mut self.group_patches);
+        let fresh = std::mem::take(&mut self.fresh_groups);
+        let mut views = std::mem::take(&mut self.views);
+        let changes = views.take(&State { engine: self }, patches, &fresh);
+        self.views = views;
+        changes
+    }
+
+    /// Local pods per node of a policy: where its rules are enforced, as of the last take of
+    /// changes (or plan read), which is what agents were last handed.
+    pub fn span(&self, policy: &PolicyRef) -> BTreeMap<String, usize> {
+        self.views.span(policy).cloned().unwrap_or_default()
+    }
+
+    /// The policies with rules in `node`'s plan, as of the last take of changes (or plan read).
+    pub fn policies_on(&self, node: &str) -> BTreeSet<PolicyRef> {
+        self.views.policies_on(node)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -466,52 +547,88 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
 
     /// What `node` must enforce now. Pods are those scheduled there that are policy endpoints.
-    pub fn node_plan(&self, node: &str) -> NodePlan {
-        let node_ips = self.cluster.nodes.get(node).map(|known| known.ips.clone()).unwrap_or_default();
-        let mut plan = NodePlan { node: node.to_string(), node_ips, ..NodePlan::default() };
-        for key in self.pods.on_node(node) {
-            let Some(pod) = self.cluster.pods.get(key) else { continue };
-            if !pod.is_policy_endpoint() {
-                continue;
+    pub fn node_plan(&mut self, node: &str) -> NodePlan {
+        self.refresh_views();
+        let state = State { engine: self };
+        let mut plan = NodePlan { node: node.to_string(), node_ips: state.node_ips(node), ..NodePlan::default() };
+        plan.pods = self.views.pods(node).map(|(key, entry)| (key.clone(), entry.clone())).collect();
+        for (id, source) in self.views.rule_sets(node) {
+            if let Some(rule_set) = state.rule_set(&source.policy, source.direction) {
+                plan.rule_sets.insert(id.clone(), rule_set.clone());
             }
-            let mut policies: Vec<&Installed> = self
-                .subjects_of_pod
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|reference| self.installed.get(reference))
-                .collect();
-            policies.sort_by(|a, b| a.policy.order_key().cmp(&b.policy.order_key()));
-            let ingress = self.direction_plan(&policies, Direction::Ingress, &mut plan);
-            let egress = self.direction_plan(&policies, Direction::Egress, &mut plan);
-            plan.pods.insert(key.clone(), LocalPod { ips: pod.ips.clone(), ingress, egress });
+        }
+        for id in self.views.groups(node) {
+            if let Some(group) = state.group(id) {
+                plan.groups.insert(id.clone(), group.clone());
+            }
         }
         plan
     }
 
-    /// The pod's rule sets for one direction (policies already in evaluation order), copying
-    /// the rule sets and groups it uses into the plan.
-    fn direction_plan(&self, policies: &[&Installed], direction: Direction, plan: &mut NodePlan) -> DirectionPlan {
-        let mut result = DirectionPlan::default();
-        let mut network_policy = Vec::new();
-        for installed in policies {
-            let Some(compiled) = installed.rule_sets.get(&direction) else { continue };
-            match installed.policy.layer {
-                Layer::Admin => result.admin.push(compiled.id.clone()),
-                Layer::NetworkPolicy => network_policy.push(compiled.id.clone()),
-                Layer::Baseline => result.baseline.push(compiled.id.clone()),
-            }
-            if !plan.rule_sets.contains_key(&compiled.id) {
-                plan.rule_sets.insert(compiled.id.clone(), compiled.rule_set.clone());
-                for id in &compiled.groups {
-                    if let Some(group) = self.groups.get(id) {
-                        plan.groups.entry(id.clone()).or_insert_with(|| group.members.clone());
-                    }
-                }
-            }
+    /// A pod's plan entry: the rule sets of the policies selecting it, in evaluation order.
+    fn local_pod(&self, pod: &Pod) -> LocalPod {
+        let mut policies: Vec<&Installed> = self
+            .subjects_of_pod
+            .get(&pod.key)
+            .into_iter()
+            .flatten()
+            .filter_map(|reference| self.installed.get(reference))
+            .collect();
+        policies.sort_by(|a, b| a.policy.order_key().cmp(&b.policy.order_key()));
+        LocalPod {
+            ips: pod.ips.clone(),
+            ingress: direction_plan(&policies, Direction::Ingress),
+            egress: direction_plan(&policies, Direction::Egress),
         }
-        result.network_policy = (!network_policy.is_empty()).then_some(network_policy);
-        result
+    }
+}
+
+/// A pod's rule sets for one direction, its policies already in evaluation order.
+fn direction_plan(policies: &[&Installed], direction: Direction) -> DirectionPlan {
+    let mut result = DirectionPlan::default();
+    let mut network_policy = Vec::new();
+    for installed in policies {
+        let Some(compiled) = installed.rule_sets.get(&direction) else { continue };
+        match installed.policy.layer {
+            Layer::Admin => result.admin.push(compiled.id.clone()),
+            Layer::NetworkPolicy => network_policy.push(compiled.id.clone()),
+            Layer::Baseline => result.baseline.push(compiled.id.clone()),
+        }
+    }
+    result.network_policy = (!network_policy.is_empty()).then_some(network_policy);
+    result
+}
+
+/// Describes installed rule sets by id for the views.
+struct RuleSetSources<'a> {
+    installed: &'a BTreeMap<PolicyRef, Installed>,
+    owners: &'a BTreeMap<RuleSetId, (PolicyRef, Direction)>,
+}
+
+impl RuleSetSources<'_> {
+    fn get(&self, id: &RuleSetId) -> Option<RuleSetSource> {
+        let (policy, direction) = self.owners.get(id)?;
+        let compiled = self.installed.get(policy)?.rule_sets.get(direction)?;
+        Some(RuleSetSource { policy: policy.clone(), direction: *direction, groups: compiled.groups.clone() })
+    }
+}
+
+/// The engine as the views read it.
+struct State<'a> {
+    engine: &'a Engine,
+}
+
+impl EngineState for State<'_> {
+    fn rule_set(&self, policy: &PolicyRef, direction: Direction) -> Option<&RuleSet> {
+        self.engine.installed.get(policy)?.rule_sets.get(&direction).map(|compiled| &compiled.rule_set)
+    }
+
+    fn group(&self, id: &GroupId) -> Option<&Group> {
+        self.engine.groups.get(id).map(|group| &group.members)
+    }
+
+    fn node_ips(&self, node: &str) -> Vec<IpAddr> {
+        self.engine.cluster.nodes.get(node).map(|known| known.ips.clone()).unwrap_or_default()
     }
 }
 
@@ -562,30 +679,62 @@ impl GroupState {
         for key in candidates {
             if let Some(pod) = cluster.pods.get(key) {
                 let added = group.definition.pod_members(pod, cluster.namespaces.get(&key.namespace));
-                group.replace(Vec::new(), added);
+                group.swap(Vec::new(), added);
             }
         }
         if matches!(group.definition, GroupDefinition::Nodes(_)) {
             for node in cluster.nodes.values() {
                 let added = group.definition.node_members(node);
-                group.replace(Vec::new(), added);
+                group.swap(Vec::new(), added);
             }
         }
         group
     }
 
-    /// Swaps one contributor's members; true if the materialized members changed. Adds go first
-    /// so that an entry present before and after is never dropped in between.
-    fn replace(&mut self, before: Vec<Member>, after: Vec<Member>) -> bool {
-        if before == after {
+    /// Swaps one contributor's members; true if the materialized members changed, each change
+    /// also recorded in `journal` (the group's patch since the last take). Adds go first so that
+    /// an entry present before and after is never dropped in between.
+    fn replace(
+        &mut self,
+        before: Vec<Member>,
+        after: Vec<Member>,
+        journal: btree_map::Entry<'_, GroupId, GroupPatch>,
+    ) -> bool {
+        let toggled = self.swap(before, after);
+        if toggled.is_empty() {
             return false;
         }
-        let mut changed = false;
+        let patch = journal.or_insert_with(|| match self.members {
+            Group::IpPorts(_) => GroupPatch::IpPorts { added: BTreeSet::new(), removed: BTreeSet::new() },
+            Group::Addresses(_) | Group::Networks(_) => {
+                GroupPatch::Addresses { added: BTreeSet::new(), removed: BTreeSet::new() }
+            }
+        });
+        for (member, present) in toggled {
+            match (&mut *patch, member) {
+                (GroupPatch::Addresses { added, removed }, Member::Address(ip)) => record(added, removed, ip, present),
+                (GroupPatch::IpPorts { added, removed }, Member::IpPort(ip, protocol, port)) => {
+                    record(added, removed, (ip, protocol, port), present)
+                }
+                // `materialize` only toggles members of the group's own kind.
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// Swaps one contributor's members in the counts; returns the materialized members that
+    /// appeared (true) or disappeared (false).
+    fn swap(&mut self, before: Vec<Member>, after: Vec<Member>) -> Vec<(Member, bool)> {
+        let mut toggled = Vec::new();
+        if before == after {
+            return toggled;
+        }
         for member in after {
             let count = self.counts.entry(member).or_default();
             *count += 1;
-            if *count == 1 {
-                changed |= self.materialize(member, true);
+            if *count == 1 && self.materialize(member, true) {
+                toggled.push((member, true));
             }
         }
         for member in before {
@@ -593,11 +742,13 @@ impl GroupState {
                 *count -= 1;
                 if *count == 0 {
                     self.counts.remove(&member);
-                    changed |= self.materialize(member, false);
+                    if self.materialize(member, false) {
+                        toggled.push((member, false));
+                    }
                 }
             }
         }
-        changed
+        toggled
     }
 
     fn materialize(&mut self, member: Member, present: bool) -> bool {
@@ -611,6 +762,14 @@ impl GroupState {
 
 fn toggle<T: Ord>(set: &mut BTreeSet<T>, value: T, present: bool) -> bool {
     if present { set.insert(value) } else { set.remove(&value) }
+}
+
+/// Folds one member change into a patch: adding what the patch removed (or the reverse) cancels.
+fn record<T: Ord>(added: &mut BTreeSet<T>, removed: &mut BTreeSet<T>, value: T, present: bool) {
+    let (gain, loss) = if present { (added, removed) } else { (removed, added) };
+    if !loss.remove(&value) {
+        gain.insert(value);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

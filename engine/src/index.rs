@@ -52,10 +52,6 @@ impl PodIndex {
         }
     }
 
-    pub fn on_node(&self, node: &str) -> &BTreeSet<PodKey> {
-        self.by_node.get(node).unwrap_or(&EMPTY)
-    }
-
     pub fn in_namespace(&self, namespace: &str) -> &BTreeSet<PodKey> {
         self.by_namespace.get(namespace).unwrap_or(&EMPTY)
     }

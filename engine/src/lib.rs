@@ -12,6 +12,7 @@
 //! - [`plan`]: what one node must enforce; the contract with the agent, and plan deltas.
 //! - [`groups`]: content-addressed group definitions and their ids.
 //! - [`compile`]: the [`compile::Engine`] (incremental) and [`compile::compile`] (full).
+//! - [`views`]: node plans kept materialized, and the per-node changes handed to distribution.
 //! - [`evaluate`]: judging a flow with node plans, as the dataplane does.
 //!
 //! The engine's contract is `evaluate(compile(cluster, policies)) == reference::verdict(...)`
@@ -29,7 +30,9 @@ pub mod reference;
 pub mod selector;
 pub mod validate;
 pub mod verdict;
+pub mod views;
 
 pub use compile::{Compiled, Delta, Enforcement, Engine, compile};
 pub use error::{PolicyError, PolicyWarning};
 pub use evaluate::{PlanEvaluator, evaluate};
+pub use views::PlanChanges;

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -154,8 +155,54 @@ pub struct NetEntry {
     pub nomatch: bool,
 }
 
-/// The change from one plan of a node to the next, for streaming to the agent. Entries are
-/// replaced whole; [`PlanDelta::apply`] to the old plan yields the new one exactly.
+/// The members a group gained and lost, for a node that already holds the group: pod churn costs
+/// the addresses that changed, not the group's size. Networks groups never change members (their
+/// id is their content), so they are never patched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupPatch {
+    Addresses { added: BTreeSet<IpAddr>, removed: BTreeSet<IpAddr> },
+    IpPorts { added: BTreeSet<(IpAddr, Protocol, u16)>, removed: BTreeSet<(IpAddr, Protocol, u16)> },
+}
+
+impl GroupPatch {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GroupPatch::Addresses { added, removed } => added.is_empty() && removed.is_empty(),
+            GroupPatch::IpPorts { added, removed } => added.is_empty() && removed.is_empty(),
+        }
+    }
+
+    /// Applies the patch; `None` when the group is of another kind (the patch was made for
+    /// another group: a bug or a corrupt stream, never something to apply halfway).
+    fn apply(&self, group: &mut Group) -> Option<()> {
+        match (self, group) {
+            (GroupPatch::Addresses { added, removed }, Group::Addresses(members)) => patch_set(members, added, removed),
+            (GroupPatch::IpPorts { added, removed }, Group::IpPorts(members)) => patch_set(members, added, removed),
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+fn patch_set<T: Ord + Clone>(members: &mut BTreeSet<T>, added: &BTreeSet<T>, removed: &BTreeSet<T>) {
+    for member in removed {
+        members.remove(member);
+    }
+    members.extend(added.iter().cloned());
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanDeltaError {
+    #[error("the delta patches group {0}, which the plan does not hold")]
+    PatchOfMissingGroup(String),
+    #[error("the delta patches group {0} with members of another kind")]
+    PatchOfOtherKind(String),
+}
+
+/// The change from one plan of a node to the next, for streaming to the agent. Pods, rule sets
+/// and groups new to the node are sent whole; groups the node keeps are patched by member
+/// ([`GroupPatch`], shared through an `Arc` by every node that holds the group). Applying it to
+/// the old plan ([`PlanDelta::apply`]) yields the new one exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanDelta {
     pub node: String,
@@ -168,6 +215,10 @@ pub struct PlanDelta {
     pub removed_rule_sets: BTreeSet<RuleSetId>,
     pub upserted_groups: BTreeMap<GroupId, Group>,
     pub removed_groups: BTreeSet<GroupId>,
+    /// Member changes of groups the node keeps (plan stream v2; a v1 peer gets them as
+    /// `upserted_groups`, see [`PlanDelta::without_patches`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub patched_groups: BTreeMap<GroupId, Arc<GroupPatch>>,
 }
 
 impl NodePlan {
@@ -185,6 +236,7 @@ impl NodePlan {
             removed_rule_sets,
             upserted_groups,
             removed_groups,
+            patched_groups: BTreeMap::new(),
         }
     }
 }
@@ -198,9 +250,24 @@ impl PlanDelta {
             && self.removed_rule_sets.is_empty()
             && self.upserted_groups.is_empty()
             && self.removed_groups.is_empty()
+            && self.patched_groups.is_empty()
     }
 
-    pub fn apply(&self, plan: &mut NodePlan) {
+    /// Turns `plan` into the next plan. A patch of a group the plan lacks, or of another kind, is
+    /// refused before anything changes: `plan` is then untouched.
+    pub fn apply(&self, plan: &mut NodePlan) -> Result<(), PlanDeltaError> {
+        for (id, patch) in &self.patched_groups {
+            let Some(group) = plan.groups.get(id).filter(|_| !self.removed_groups.contains(id)) else {
+                return Err(PlanDeltaError::PatchOfMissingGroup(id.0.clone()));
+            };
+            let kinds_match = matches!(
+                (patch.as_ref(), group),
+                (GroupPatch::Addresses { .. }, Group::Addresses(_)) | (GroupPatch::IpPorts { .. }, Group::IpPorts(_))
+            );
+            if !kinds_match {
+                return Err(PlanDeltaError::PatchOfOtherKind(id.0.clone()));
+            }
+        }
         plan.node.clone_from(&self.node);
         if let Some(node_ips) = &self.node_ips {
             plan.node_ips.clone_from(node_ips);
@@ -208,6 +275,25 @@ impl PlanDelta {
         apply_to_map(&mut plan.pods, &self.upserted_pods, &self.removed_pods);
         apply_to_map(&mut plan.rule_sets, &self.upserted_rule_sets, &self.removed_rule_sets);
         apply_to_map(&mut plan.groups, &self.upserted_groups, &self.removed_groups);
+        for (id, patch) in &self.patched_groups {
+            if let Some(group) = plan.groups.get_mut(id) {
+                // Kinds were checked above.
+                let _ = patch.apply(group);
+            }
+        }
+        Ok(())
+    }
+
+    /// The same change for a peer that reads no patches (plan stream v1): each patched group is
+    /// sent whole, as it is in `after`, the plan this delta leads to.
+    pub fn without_patches(&self, after: &NodePlan) -> PlanDelta {
+        let mut delta = PlanDelta { patched_groups: BTreeMap::new(), ..self.clone() };
+        for id in self.patched_groups.keys() {
+            if let Some(group) = after.groups.get(id) {
+                delta.upserted_groups.insert(id.clone(), group.clone());
+            }
+        }
+        delta
     }
 }
 

@@ -136,7 +136,10 @@ proptest! {
             engine.upsert_policy(policy.clone());
         }
         let mut next_pod = 100;
-        for sketch in &sketches {
+        // The plans as of the last take: the changes taken since must lead from them to the plans now.
+        engine.take_plan_changes();
+        let mut taken: BTreeMap<String, NodePlan> = engine.node_plans();
+        for (step, sketch) in sketches.iter().enumerate() {
             let Some(event) = resolve(sketch, &cluster, &policies, &mut next_pod) else { continue };
             let before: BTreeMap<String, NodePlan> = engine.node_plans();
             let delta = match event.clone() {
@@ -194,8 +197,27 @@ proptest! {
                     }
                 }
                 let mut patched = old.clone();
-                diff.apply(&mut patched);
+                prop_assert_eq!(diff.apply(&mut patched), Ok(()));
                 prop_assert_eq!(&patched, &new);
+            }
+            // Changes are taken after some events only, so they must also fold several events.
+            if step % 3 != 1 || step + 1 == sketches.len() {
+                let changes = engine.take_plan_changes();
+                for (node, delta) in &changes.deltas {
+                    let plan = taken.entry(node.clone()).or_insert_with(|| NodePlan { node: node.clone(), ..NodePlan::default() });
+                    prop_assert_eq!(delta.apply(plan), Ok(()), "delta {:?} after {:?}", delta, event);
+                }
+                for node in taken.keys().chain(after.keys()).cloned().collect::<std::collections::BTreeSet<_>>() {
+                    let empty = NodePlan { node: node.clone(), ..NodePlan::default() };
+                    let expected = after.get(&node).unwrap_or(&empty);
+                    let held = taken.get(&node).unwrap_or(&empty);
+                    prop_assert_eq!(held, expected, "node {} after taking changes {:?} (event {:?})", node, changes, event);
+                }
+                for delta in changes.deltas.values() {
+                    for id in delta.patched_groups.keys() {
+                        prop_assert!(!delta.upserted_groups.contains_key(id));
+                    }
+                }
             }
         }
     }

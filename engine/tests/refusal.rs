@@ -43,7 +43,7 @@ fn with_bad_cidr(mut policy: ClusterNetworkPolicy, generation: i64) -> ClusterNe
 }
 
 /// Whether the engine's plans allow TCP/80 from `src` to `dst`.
-fn allowed(engine: &Engine, src: &str, dst: &str) -> bool {
+fn allowed(engine: &mut Engine, src: &str, dst: &str) -> bool {
     let node_ips: BTreeMap<String, Vec<std::net::IpAddr>> = node_ips(engine.cluster());
     PlanEvaluator::new(&engine.node_plans(), &node_ips).verdict(&flow(src, dst, Protocol::Tcp, 80)).allowed
 }
@@ -53,13 +53,13 @@ fn an_invalid_edit_keeps_the_last_accepted_version_in_force() {
     let mut engine = Engine::with_cluster(world());
     let reference = Policy::Cluster(admin_deny(1)).reference();
     engine.upsert_policy(Policy::Cluster(admin_deny(1)));
-    assert!(!allowed(&engine, YA, XA), "the Admin Deny denies y -> x");
+    assert!(!allowed(&mut engine, YA, XA), "the Admin Deny denies y -> x");
     assert_eq!(engine.enforcement(&reference), Some(Enforcement::Current(revision(1))));
 
     engine.upsert_policy(Policy::Cluster(with_bad_cidr(admin_deny(1), 2)));
     assert!(!engine.errors_of(&reference).is_empty(), "generation 2 is refused with its field");
     assert!(engine.errors_of(&reference)[0].field.contains("networks"), "{:?}", engine.errors_of(&reference));
-    assert!(!allowed(&engine, YA, XA), "an invalid edit must not lift the Deny");
+    assert!(!allowed(&mut engine, YA, XA), "an invalid edit must not lift the Deny");
     assert_eq!(engine.enforcement(&reference), Some(Enforcement::LastAccepted(revision(1))));
 
     engine.upsert_policy(Policy::Cluster(admin_deny(3)));
@@ -67,7 +67,7 @@ fn an_invalid_edit_keeps_the_last_accepted_version_in_force() {
     assert_eq!(engine.enforcement(&reference), Some(Enforcement::Current(revision(3))));
 
     engine.remove_policy(&reference);
-    assert!(allowed(&engine, YA, XA), "deleting the policy lifts it");
+    assert!(allowed(&mut engine, YA, XA), "deleting the policy lifts it");
     assert_eq!(engine.enforcement(&reference), None);
 }
 
@@ -79,15 +79,15 @@ fn a_policy_never_accepted_denies_everything_its_deny_rules_could_for_its_subjec
     engine.upsert_policy(invalid.clone());
     assert_eq!(engine.enforcement(&invalid.reference()), Some(Enforcement::FailClosed(revision(1))));
     // Ingress had a Deny rule: every ingress to the subjects (team x) is denied, from anywhere.
-    assert!(!allowed(&engine, YA, XA));
-    assert!(!allowed(&engine, EXTERNAL, XA));
+    assert!(!allowed(&mut engine, YA, XA));
+    assert!(!allowed(&mut engine, EXTERNAL, XA));
     // Egress had a Deny rule too: x/a reaches nothing; pods outside the subject are untouched.
-    assert!(!allowed(&engine, XA, YA));
-    assert!(allowed(&engine, YA, EXTERNAL));
+    assert!(!allowed(&mut engine, XA, YA));
+    assert!(allowed(&mut engine, YA, EXTERNAL));
     // The reference evaluator says the same.
     for (src, dst) in [(YA, XA), (EXTERNAL, XA), (XA, YA), (YA, EXTERNAL)] {
         let reference = verdict(&cluster, std::slice::from_ref(&invalid), &flow(src, dst, Protocol::Tcp, 80));
-        assert_eq!(reference.allowed, allowed(&engine, src, dst), "{src} -> {dst}");
+        assert_eq!(reference.allowed, allowed(&mut engine, src, dst), "{src} -> {dst}");
     }
 }
 
@@ -98,7 +98,7 @@ fn a_refused_policy_with_only_accept_rules_stands_in_with_nothing_to_deny() {
     policy.egress[0].action = CnpAction::Accept;
     let mut engine = Engine::with_cluster(world());
     engine.upsert_policy(Policy::Cluster(policy));
-    assert!(allowed(&engine, YA, XA) && allowed(&engine, XA, YA), "Accept rules never deny");
+    assert!(allowed(&mut engine, YA, XA) && allowed(&mut engine, XA, YA), "Accept rules never deny");
 }
 
 #[test]
@@ -114,8 +114,8 @@ fn a_network_policy_never_accepted_isolates_its_pods() {
     let mut engine = Engine::with_cluster(world());
     engine.upsert_policy(Policy::Network(policy.clone()));
     assert!(!engine.errors().is_empty());
-    assert!(!allowed(&engine, YA, XA), "x/a is isolated for ingress and allows nothing");
-    assert!(allowed(&engine, XA, YA), "egress was not a policy type: untouched");
+    assert!(!allowed(&mut engine, YA, XA), "x/a is isolated for ingress and allows nothing");
+    assert!(allowed(&mut engine, XA, YA), "egress was not a policy type: untouched");
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn a_refusal_from_conversion_keeps_the_last_accepted_version_too() {
         message: "unknown action \"Dney\"".into(),
     };
     engine.refuse_policy(reference.clone(), vec![error], None);
-    assert!(!allowed(&engine, YA, XA));
+    assert!(!allowed(&mut engine, YA, XA));
     assert_eq!(engine.enforcement(&reference), Some(Enforcement::LastAccepted(revision(1))));
 
     // Never accepted and no stand-in readable: nothing is in force, and the engine says so.

@@ -1,117 +1,77 @@
-//! Distribution: one `watch` channel per node holding that node's newest plan (linkerd style).
+//! Distribution: the engine on its own thread, and one feed per node of the changes it produces.
 //!
-//! A `watch` keeps only the newest value, so a slow agent is never sent a queue of stale plans,
-//! and a burst of events becomes one plan: the distributor waits a short debounce after the
-//! first change, then recomputes only the nodes the engine reported as affected and publishes a
-//! plan only when it differs from the one published before.
+//! Watchers hand each event to the engine thread through a channel and return at once, so no
+//! engine work runs on an async worker. The thread applies events as they come: the first event
+//! after a quiet period at once (no fixed debounce), and every event that arrived meanwhile in
+//! the next batch, so a burst costs one plan change per node and a lone event costs no wait.
+//! A batch holds the index lock for a bounded number of events, so readers (status, snapshots)
+//! never wait long.
 //!
-//! The distributor also keeps, per policy, how many local pods of each node its rule sets apply
-//! to (its span), updated from each plan change. Status reads that instead of scanning every
-//! plan, so its work is O(policies changed), never O(policies x nodes).
+//! After each batch the engine hands out each node's [`PlanDelta`] ([`Engine::take_plan_changes`]):
+//! member patches of groups are built once and shared by every node through an `Arc`. Each node's
+//! feed keeps its newest version and a short log of recent deltas; every connection of that node
+//! sends the deltas after what it sent last, and a connection that fell behind the log gets one
+//! snapshot instead of a backlog.
+//!
+//! [`Engine::take_plan_changes`]: palisade_engine::Engine::take_plan_changes
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Instant;
 
-use palisade_engine::model::PolicyRef;
-use palisade_engine::plan::NodePlan;
+use palisade_engine::plan::{NodePlan, PlanDelta};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::index::SharedIndex;
-use crate::metrics::Metrics;
+use crate::index::{Index, SharedIndex};
+use crate::metrics::{Metrics, Stage};
 use crate::writes::DirtyPolicies;
 
-/// Where a policy is enforced: selected local pods per node (only nodes with at least one).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PolicySpan {
-    pub pods_per_node: BTreeMap<String, usize>,
+/// Deltas a feed keeps; a connection further behind is sent a snapshot.
+pub const FEED_LOG: usize = 64;
+
+/// At most this many events are applied under one hold of the index lock.
+const EVENTS_PER_LOCK: usize = 512;
+
+/// One published change of a node's plan.
+#[derive(Clone, Debug)]
+pub struct FeedEntry {
+    /// The version this delta leads to; the one before is `version - 1`.
+    pub version: u64,
+    pub delta: Arc<PlanDelta>,
+    /// When the engine thread published it (for the "sent" stage).
+    pub published: Instant,
 }
 
-impl PolicySpan {
-    pub fn selected_pods(&self) -> usize {
-        self.pods_per_node.values().sum()
-    }
-
-    /// Nodes whose plan carries this policy's rule sets.
-    pub fn desired_nodes(&self) -> impl Iterator<Item = &String> {
-        self.pods_per_node.keys()
-    }
+/// The newest version of one node's plan on this replica, and the recent deltas that lead to it.
+#[derive(Clone, Debug, Default)]
+pub struct NodeFeed {
+    pub version: u64,
+    pub recent: VecDeque<FeedEntry>,
 }
 
-#[derive(Default)]
-pub struct Distribution {
-    plans: BTreeMap<String, watch::Sender<Arc<NodePlan>>>,
-    spans: BTreeMap<PolicyRef, PolicySpan>,
-}
-
-impl Distribution {
-    pub fn span(&self, policy: &PolicyRef) -> Option<&PolicySpan> {
-        self.spans.get(policy)
-    }
-
-    pub fn plan(&self, node: &str) -> Option<Arc<NodePlan>> {
-        self.plans.get(node).map(|sender| sender.borrow().clone())
-    }
-
-    /// Publishes `plan` for `node` when it differs from the current one. Returns the policies
-    /// whose span or rules on this node may have changed, or `None` when nothing changed.
-    fn publish(&mut self, node: &str, plan: NodePlan) -> Option<BTreeSet<PolicyRef>> {
-        let old = match self.plans.get(node) {
-            Some(sender) if **sender.borrow() == plan => return None,
-            Some(sender) => Some(sender.borrow().clone()),
-            None => None,
-        };
-        let old_pods = old.as_deref().map(pods_per_policy).unwrap_or_default();
-        let new_pods = pods_per_policy(&plan);
-        for policy in old_pods.keys() {
-            if let Some(span) = self.spans.get_mut(policy) {
-                span.pods_per_node.remove(node);
-                if span.pods_per_node.is_empty() {
-                    self.spans.remove(policy);
-                }
-            }
+impl NodeFeed {
+    /// The deltas after `version`, oldest first; `None` when the log no longer reaches back to it.
+    pub fn since(&self, version: u64) -> Option<Vec<FeedEntry>> {
+        if version == self.version {
+            return Some(Vec::new());
         }
-        for (policy, count) in &new_pods {
-            self.spans.entry(policy.clone()).or_default().pods_per_node.insert(node.to_owned(), *count);
+        let first = self.recent.front()?;
+        if first.version > version + 1 || version > self.version {
+            return None;
         }
-        let plan = Arc::new(plan);
-        match self.plans.get(node) {
-            Some(sender) => {
-                sender.send_replace(plan);
-            }
-            None => {
-                self.plans.insert(node.to_owned(), watch::Sender::new(plan));
-            }
-        }
-        Some(old_pods.into_keys().chain(new_pods.into_keys()).collect())
+        Some(self.recent.iter().filter(|entry| entry.version > version).cloned().collect())
     }
 }
 
-/// Local pods per policy in one plan: a pod counts for a policy when any of its directions
-/// refers to one of the policy's rule sets.
-fn pods_per_policy(plan: &NodePlan) -> BTreeMap<PolicyRef, usize> {
-    let mut counts: BTreeMap<PolicyRef, usize> = BTreeMap::new();
-    for pod in plan.pods.values() {
-        let mut policies = BTreeSet::new();
-        for direction in [&pod.ingress, &pod.egress] {
-            let ids = direction
-                .admin
-                .iter()
-                .chain(direction.network_policy.iter().flatten())
-                .chain(direction.baseline.iter());
-            policies.extend(ids.filter_map(|id| plan.rule_sets.get(id)).map(|set| &set.policy));
-        }
-        for policy in policies {
-            *counts.entry(policy.clone()).or_default() += 1;
-        }
-    }
-    counts
+/// An event for the engine thread: a change to apply to the index, stamped when it arrived.
+pub struct IndexEvent {
+    pub received: Instant,
+    pub apply: Box<dyn FnOnce(&mut Index) + Send>,
 }
 
-/// The per-node channels, shared by the distributor task and the stream server.
+/// The per-node feeds, shared by the engine thread, the stream server, status and realization.
 pub struct SharedDistribution {
-    distribution: Mutex<Distribution>,
+    feeds: Mutex<BTreeMap<String, watch::Sender<Arc<NodeFeed>>>>,
     index: Arc<SharedIndex>,
     /// True once a complete index has been distributed: before that a plan could be missing
     /// policies or peers, and an agent must not enforce it.
@@ -120,85 +80,132 @@ pub struct SharedDistribution {
 
 impl SharedDistribution {
     pub fn new(index: Arc<SharedIndex>) -> Arc<SharedDistribution> {
-        Arc::new(SharedDistribution {
-            distribution: Mutex::new(Distribution::default()),
-            index,
-            ready: watch::Sender::new(false),
-        })
+        Arc::new(SharedDistribution { feeds: Mutex::new(BTreeMap::new()), index, ready: watch::Sender::new(false) })
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Distribution> {
-        self.distribution.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn feeds(&self) -> MutexGuard<'_, BTreeMap<String, watch::Sender<Arc<NodeFeed>>>> {
+        self.feeds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn index(&self) -> &Arc<SharedIndex> {
+        &self.index
     }
 
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
     }
 
-    /// The plan channel of `node`, created from the engine if no plan was published yet.
-    /// Lock order everywhere: index, then distribution.
-    pub fn subscribe(&self, node: &str, dirty: &DirtyPolicies) -> watch::Receiver<Arc<NodePlan>> {
-        let index = self.index.lock();
-        let mut distribution = self.lock();
-        if let Some(sender) = distribution.plans.get(node) {
-            return sender.subscribe();
-        }
-        let plan = index.engine().node_plan(node);
-        drop(index);
-        if let Some(policies) = distribution.publish(node, plan) {
-            dirty.mark(policies);
-        }
-        match distribution.plans.get(node) {
-            Some(sender) => sender.subscribe(),
-            // `publish` always creates the channel for a node it has not seen.
-            None => watch::Sender::new(Arc::new(NodePlan { node: node.to_owned(), ..NodePlan::default() })).subscribe(),
+    /// `node`'s feed and its plan at the feed's current version, read together under the index
+    /// lock (the engine thread publishes under it too, so the two agree). Assembling a plan is
+    /// engine work: callers run this in `spawn_blocking`.
+    pub fn snapshot(&self, node: &str) -> (watch::Receiver<Arc<NodeFeed>>, u64, NodePlan) {
+        let mut index = self.index.lock();
+        let plan = index.engine_mut().node_plan(node);
+        let mut feeds = self.feeds();
+        let sender = feeds.entry(node.to_owned()).or_insert_with(|| watch::Sender::new(Arc::new(NodeFeed::default())));
+        let receiver = sender.subscribe();
+        let version = receiver.borrow().version;
+        (receiver, version, plan)
+    }
+
+    /// Appends each node's delta to its feed (called by the engine thread, under the index lock).
+    fn publish(&self, deltas: BTreeMap<String, PlanDelta>, metrics: &Metrics) {
+        let published = Instant::now();
+        let mut feeds = self.feeds();
+        for (node, delta) in deltas {
+            let sender = feeds.entry(node).or_insert_with(|| watch::Sender::new(Arc::new(NodeFeed::default())));
+            sender.send_modify(|feed| {
+                let feed = Arc::make_mut(feed);
+                feed.version += 1;
+                feed.recent.push_back(FeedEntry { version: feed.version, delta: Arc::new(delta), published });
+                while feed.recent.len() > FEED_LOG {
+                    feed.recent.pop_front();
+                }
+            });
+            metrics.plans_published.inc();
         }
     }
 }
 
-/// Recomputes and publishes the plans of affected nodes, a debounce after each change, until
-/// `shutdown`.
-pub async fn run_distributor(
+/// Runs the engine until every sender of `events` is gone (the watchers stopped). Blocking: run
+/// it on its own thread ([`spawn_engine_thread`]).
+fn run_engine(
+    events: mpsc::Receiver<IndexEvent>,
     distribution: Arc<SharedDistribution>,
     dirty: Arc<DirtyPolicies>,
     metrics: Metrics,
-    debounce: Duration,
-    shutdown: CancellationToken,
 ) {
+    let mut waiting: VecDeque<IndexEvent> = VecDeque::new();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = distribution.index.changed.notified() => {}
-        }
-        // Let the rest of a burst arrive; the next notification (if any) is kept as a permit.
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(debounce) => {}
-        }
-        let mut index = distribution.index.lock();
-        let synced = index.is_synced();
-        let nodes = index.take_dirty_nodes();
-        let plans: Vec<(String, NodePlan)> = nodes
-            .into_iter()
-            .map(|node| {
-                let plan = index.engine().node_plan(&node);
-                (node, plan)
-            })
-            .collect();
-        let mut changed_policies = index.take_dirty_policies();
-        drop(index);
-        let mut shared = distribution.lock();
-        for (node, plan) in plans {
-            if let Some(policies) = shared.publish(&node, plan) {
-                metrics.plans_published.inc();
-                changed_policies.extend(policies);
+        if waiting.is_empty() {
+            match events.recv() {
+                Ok(event) => waiting.push_back(event),
+                Err(mpsc::RecvError) => return,
             }
         }
-        drop(shared);
+        waiting.extend(events.try_iter());
+        let started = Instant::now();
+        let mut index = distribution.index.lock();
+        let mut applied = 0;
+        while applied < EVENTS_PER_LOCK {
+            let Some(event) = waiting.pop_front() else { break };
+            metrics.observe(Stage::Queued, started.saturating_duration_since(event.received));
+            (event.apply)(&mut index);
+            applied += 1;
+        }
+        let changes = index.engine_mut().take_plan_changes();
+        let synced = index.is_synced();
+        let mut changed_policies = index.take_dirty_policies();
+        changed_policies.extend(changes.spans_changed);
+        distribution.publish(changes.deltas, &metrics);
+        drop(index);
+        distribution.index.set_synced(synced);
         dirty.mark(changed_policies);
+        metrics.observe(Stage::Engine, started.elapsed());
         if synced && !*distribution.ready.borrow() {
             tracing::info!("index synced and distributed; serving plans");
             distribution.ready.send_replace(true);
         }
+    }
+}
+
+/// Starts the engine thread; returns the sender the watchers feed.
+pub fn spawn_engine_thread(
+    distribution: Arc<SharedDistribution>,
+    dirty: Arc<DirtyPolicies>,
+    metrics: Metrics,
+) -> std::io::Result<mpsc::Sender<IndexEvent>> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("palisade-engine".into())
+        .spawn(move || run_engine(receiver, distribution, dirty, metrics))?;
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: u64) -> FeedEntry {
+        FeedEntry { version, delta: Arc::new(PlanDelta::default()), published: Instant::now() }
+    }
+
+    #[test]
+    fn a_feed_hands_out_what_came_after_a_version_or_nothing_when_its_log_is_too_short() {
+        let mut feed = NodeFeed::default();
+        assert_eq!(feed.since(0).map(|entries| entries.len()), Some(0));
+        for version in 1..=FEED_LOG as u64 + 3 {
+            feed.version = version;
+            feed.recent.push_back(entry(version));
+            while feed.recent.len() > FEED_LOG {
+                feed.recent.pop_front();
+            }
+        }
+        let newest = feed.version;
+        assert_eq!(feed.since(newest).map(|entries| entries.len()), Some(0));
+        let versions: Option<Vec<u64>> = feed.since(newest - 2).map(|e| e.iter().map(|e| e.version).collect());
+        assert_eq!(versions, Some(vec![newest - 1, newest]));
+        assert!(feed.since(1).is_none(), "version 2 fell out of the log: a snapshot is needed");
+        assert!(feed.since(newest + 1).is_none(), "a version from the future (another replica's) is unknown");
     }
 }

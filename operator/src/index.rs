@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -21,9 +22,10 @@ use palisade_crds::convert::{self, ConvertError};
 use palisade_engine::model::{PodKey, Policy, PolicyKind, PolicyRef, Revision};
 use palisade_engine::{Delta, Engine, PolicyError};
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::distribute::IndexEvent;
 use crate::metrics::{KindLabel, Metrics};
 
 /// The resources the index watches.
@@ -94,13 +96,17 @@ pub struct Index {
     policies: BTreeMap<PolicyRef, PolicyRecord>,
     /// Objects that could not be converted, with the error naming the object and the field.
     conversion_errors: BTreeMap<(ResourceKind, ObjectKey), String>,
-    dirty_nodes: BTreeSet<String>,
     dirty_policies: BTreeSet<PolicyRef>,
 }
 
 impl Index {
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// For the engine thread, and for reads that bring the engine's plan views up to date.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
     }
 
     /// Every policy object currently known.
@@ -119,10 +125,6 @@ impl Index {
     /// True once every watched kind has been listed completely at least once.
     pub fn is_synced(&self) -> bool {
         ResourceKind::ALL.iter().all(|kind| self.synced.contains(kind))
-    }
-
-    pub fn take_dirty_nodes(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.dirty_nodes)
     }
 
     pub fn take_dirty_policies(&mut self) -> BTreeSet<PolicyRef> {
@@ -191,7 +193,8 @@ impl Index {
             known.remove(key);
         }
         self.conversion_errors.remove(&(kind, key.clone()));
-        let delta = match kind {
+        // What changed reaches agents through the engine's plan changes, taken after each batch.
+        match kind {
             ResourceKind::Pod => match &key.namespace {
                 Some(namespace) => {
                     self.engine.remove_pod(&PodKey { namespace: namespace.clone(), name: key.name.clone() })
@@ -207,11 +210,6 @@ impl Index {
                 self.engine.remove_policy(&reference)
             }
         };
-        self.absorb(delta);
-    }
-
-    fn absorb(&mut self, delta: Delta) {
-        self.dirty_nodes.extend(delta.affected_nodes);
     }
 
     /// Installs a policy, or records why it could not be converted and refuses it in the engine,
@@ -228,8 +226,7 @@ impl Index {
         match converted {
             Ok(policy) => {
                 self.policies.insert(reference, PolicyRecord { revision, conversion_error: None });
-                let delta = self.engine.upsert_policy(policy);
-                self.absorb(delta);
+                self.engine.upsert_policy(policy);
                 Ok(())
             }
             Err(error) => {
@@ -237,8 +234,7 @@ impl Index {
                     .insert(reference.clone(), PolicyRecord { revision, conversion_error: Some(error.to_string()) });
                 let refusal =
                     PolicyError { policy: reference.clone(), field: error.field(), message: error.to_string() };
-                let delta = self.engine.refuse_policy(reference, vec![refusal], stand_in());
-                self.absorb(delta);
+                self.engine.refuse_policy(reference, vec![refusal], stand_in());
                 Err(error)
             }
         }
@@ -277,8 +273,7 @@ impl Watched for Pod {
 
     fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
         let pod = convert::pod(self)?;
-        let delta = index.engine.upsert_pod(pod);
-        index.absorb(delta);
+        index.engine.upsert_pod(pod);
         Ok(())
     }
 }
@@ -288,8 +283,7 @@ impl Watched for Namespace {
 
     fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
         let namespace = convert::namespace(self)?;
-        let delta = index.engine.upsert_namespace(namespace);
-        index.absorb(delta);
+        index.engine.upsert_namespace(namespace);
         Ok(())
     }
 }
@@ -299,8 +293,7 @@ impl Watched for Node {
 
     fn index_into(&self, index: &mut Index) -> Result<(), ConvertError> {
         let node = convert::node(self)?;
-        let delta = index.engine.upsert_node(node);
-        index.absorb(delta);
+        index.engine.upsert_node(node);
         Ok(())
     }
 }
@@ -327,23 +320,17 @@ impl Watched for ClusterNetworkPolicy {
     }
 }
 
-/// The index shared by the watchers, the distributor, the stream server and the status writer.
-/// A plain mutex: every engine operation is short and synchronous, and nobody holds it across
-/// an await.
+/// The index shared by the engine thread (the only writer, [`crate::distribute`]), the stream
+/// server and the status writer. A plain mutex: nobody holds it across an await, and the engine
+/// thread holds it for a bounded batch of events.
 pub struct SharedIndex {
     index: Mutex<Index>,
-    /// Woken after every batch of events that may have changed plans.
-    pub changed: Notify,
     synced: watch::Sender<bool>,
 }
 
 impl SharedIndex {
     pub fn new() -> Arc<SharedIndex> {
-        Arc::new(SharedIndex {
-            index: Mutex::new(Index::default()),
-            changed: Notify::new(),
-            synced: watch::Sender::new(false),
-        })
+        Arc::new(SharedIndex { index: Mutex::new(Index::default()), synced: watch::Sender::new(false) })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Index> {
@@ -357,43 +344,47 @@ impl SharedIndex {
         self.synced.subscribe()
     }
 
-    fn apply<K: Watched>(&self, event: Event<K>, metrics: &Metrics) {
-        let mut index = self.lock();
-        let changed = index.apply_event(event);
-        if index.is_synced() && !*self.synced.borrow() {
-            self.synced.send_replace(true);
-        }
-        let errors = index.conversion_errors.keys().filter(|(kind, _)| *kind == K::KIND).count();
-        drop(index);
-        metrics.events_processed.get_or_create(&KindLabel { kind: K::KIND.as_str() }).inc();
-        metrics.conversion_errors.get_or_create(&KindLabel { kind: K::KIND.as_str() }).set(errors as i64);
-        if changed {
-            self.changed.notify_one();
-        }
+    pub(crate) fn set_synced(&self, synced: bool) {
+        self.synced.send_if_modified(|current| std::mem::replace(current, synced) != synced);
     }
 }
 
-/// Runs all five watchers until `shutdown`. Watch errors are retried forever, an expired
-/// resource version with a fresh list at once ([`crate::watch::follow`]): the index must never
-/// stop following the cluster.
-pub async fn run_watchers(client: Client, index: Arc<SharedIndex>, metrics: Metrics, shutdown: CancellationToken) {
-    let pods = watch_kind(Api::<Pod>::all(client.clone()), index.clone(), metrics.clone());
-    let namespaces = watch_kind(Api::<Namespace>::all(client.clone()), index.clone(), metrics.clone());
-    let nodes = watch_kind(Api::<Node>::all(client.clone()), index.clone(), metrics.clone());
-    let network_policies = watch_kind(Api::<NetworkPolicy>::all(client.clone()), index.clone(), metrics.clone());
-    let cluster_policies = watch_kind(Api::<ClusterNetworkPolicy>::all(client), index, metrics);
+/// Runs all five watchers until `shutdown`, handing every event to the engine thread. Watch
+/// errors are retried forever, an expired resource version with a fresh list at once
+/// ([`crate::watch::follow`]): the index must never stop following the cluster.
+pub async fn run_watchers(
+    client: Client,
+    engine: mpsc::Sender<IndexEvent>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let pods = watch_kind(Api::<Pod>::all(client.clone()), engine.clone(), metrics.clone());
+    let namespaces = watch_kind(Api::<Namespace>::all(client.clone()), engine.clone(), metrics.clone());
+    let nodes = watch_kind(Api::<Node>::all(client.clone()), engine.clone(), metrics.clone());
+    let network_policies = watch_kind(Api::<NetworkPolicy>::all(client.clone()), engine.clone(), metrics.clone());
+    let cluster_policies = watch_kind(Api::<ClusterNetworkPolicy>::all(client), engine, metrics);
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = async { tokio::join!(pods, namespaces, nodes, network_policies, cluster_policies) } => {}
     }
 }
 
-async fn watch_kind<K: Watched>(api: Api<K>, index: Arc<SharedIndex>, metrics: Metrics) {
+async fn watch_kind<K: Watched>(api: Api<K>, engine: mpsc::Sender<IndexEvent>, metrics: Metrics) {
     let mut events = std::pin::pin!(crate::watch::follow(K::KIND.as_str(), move || {
         watcher(api.clone(), watcher::Config::default()).boxed()
     }));
     while let Some(event) = events.next().await {
-        index.apply(event, &metrics);
+        let metrics = metrics.clone();
+        let apply = Box::new(move |index: &mut Index| {
+            index.apply_event(event);
+            let errors = index.conversion_errors.keys().filter(|(kind, _)| *kind == K::KIND).count();
+            metrics.events_processed.get_or_create(&KindLabel { kind: K::KIND.as_str() }).inc();
+            metrics.conversion_errors.get_or_create(&KindLabel { kind: K::KIND.as_str() }).set(errors as i64);
+        });
+        if engine.send(IndexEvent { received: Instant::now(), apply }).is_err() {
+            tracing::error!(kind = K::KIND.as_str(), "the engine thread is gone; this watcher stops");
+            return;
+        }
     }
 }
 
@@ -428,7 +419,7 @@ mod tests {
         index.apply_event(Event::<Pod>::InitDone);
         assert_eq!(index.engine().cluster().pods.len(), 2);
         assert!(!index.is_synced(), "other kinds have not been listed yet");
-        index.take_dirty_nodes();
+        index.engine_mut().take_plan_changes();
 
         // The watch restarts; `b` was deleted meanwhile and its Delete event was never seen.
         index.apply_event(Event::<Pod>::Init);
@@ -436,7 +427,7 @@ mod tests {
         index.apply_event(Event::<Pod>::InitDone);
         let pods: Vec<String> = index.engine().cluster().pods.keys().map(ToString::to_string).collect();
         assert_eq!(pods, ["ns/a"]);
-        assert!(index.take_dirty_nodes().contains("n2"), "n2's plan must be recomputed");
+        assert!(index.engine_mut().take_plan_changes().deltas.contains_key("n2"), "n2's plan must change");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Read top-down:
 //! - [`index`]: watchers on Pods, Namespaces, Nodes, NetworkPolicies and ClusterNetworkPolicies
 //!   feed one [`palisade_engine::Engine`], converting each object as it arrives.
-//! - [`distribute`]: one `tokio::sync::watch` per node with its newest plan, debounced, published
-//!   only on change.
+//! - [`distribute`]: the engine on its own thread, fed by the watchers, and one feed per node of
+//!   the plan changes it takes after each batch (no fixed debounce).
 //! - [`server`]: the plan stream (`docs/protocol.md`) over TLS, and probes and metrics over HTTP.
 //! - [`auth`]: TokenReview-based authorization of agents for their own node.
 //! - [`realization`]: what each agent reports it enforces, shared between replicas through one
@@ -86,7 +86,7 @@ const PERMISSION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct Timings {
     /// How long the distributor waits after a change for the rest of a burst.
-    pub plan_debounce: Duration,
+
     /// How often dirty policies' status is written.
     pub status_flush: Duration,
     /// How often every policy's status is compared again with what is stored (watched, not read).
@@ -103,7 +103,6 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Timings {
         Timings {
-            plan_debounce: Duration::from_millis(30),
             status_flush: Duration::from_millis(200),
             status_full_reconcile: Duration::from_secs(30),
             tls_reload: Duration::from_secs(10),
@@ -115,6 +114,8 @@ impl Default for Timings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
+    #[error("cannot start the engine thread: {0}")]
+    EngineThread(std::io::Error),
     #[error("cannot read kubeconfig {path}: {message}")]
     Kubeconfig { path: PathBuf, message: String },
     #[error("cannot configure the Kubernetes client: {0}")]
@@ -237,19 +238,13 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
             Ok(())
         }
     });
+    // The engine thread ends when the watchers (its only senders) stop.
+    let engine = distribute::spawn_engine_thread(distribution.clone(), dirty.clone(), metrics.clone())
+        .map_err(OperatorError::EngineThread)?;
     tasks.spawn({
-        let (client, index, metrics, shutdown) = (client.clone(), index.clone(), metrics.clone(), shutdown.clone());
+        let (client, metrics, shutdown) = (client.clone(), metrics.clone(), shutdown.clone());
         async move {
-            index::run_watchers(client, index, metrics, shutdown).await;
-            Ok(())
-        }
-    });
-    tasks.spawn({
-        let (distribution, dirty, metrics, shutdown) =
-            (distribution.clone(), dirty.clone(), metrics.clone(), shutdown.clone());
-        let debounce = config.timings.plan_debounce;
-        async move {
-            distribute::run_distributor(distribution, dirty, metrics, debounce, shutdown).await;
+            index::run_watchers(client, engine, metrics, shutdown).await;
             Ok(())
         }
     });
@@ -282,7 +277,6 @@ pub async fn start(config: OperatorConfig) -> Result<RunningOperator, OperatorEr
             outbox: outbox.clone(),
             dirty: dirty.clone(),
             index: index.clone(),
-            distribution: distribution.clone(),
             is_leader: campaign.is_leader.clone(),
             retry_interval: config.timings.status_flush,
         };

@@ -36,7 +36,6 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::distribute::SharedDistribution;
 use crate::index::SharedIndex;
 use crate::writes::{DirtyPolicies, FIELD_MANAGER};
 
@@ -190,7 +189,6 @@ pub struct Sharing {
     pub outbox: Arc<Outbox>,
     pub dirty: Arc<DirtyPolicies>,
     pub index: Arc<SharedIndex>,
-    pub distribution: Arc<SharedDistribution>,
     pub is_leader: watch::Receiver<bool>,
     pub retry_interval: Duration,
 }
@@ -198,7 +196,7 @@ pub struct Sharing {
 /// Writes this replica's reports to the ConfigMaps, feeds every ConfigMap into the table, and
 /// (leader only) deletes the ConfigMaps of deleted Nodes, until `shutdown`.
 pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
-    let Sharing { client, namespace, table, outbox, dirty, index, distribution, is_leader, retry_interval } = sharing;
+    let Sharing { client, namespace, table, outbox, dirty, index, is_leader, retry_interval } = sharing;
     let api = Api::<ConfigMap>::namespaced(client, &namespace);
     let watched = api.clone();
     let mut events = std::pin::pin!(crate::watch::follow("realization ConfigMaps", move || {
@@ -224,8 +222,8 @@ pub async fn run_sharing(sharing: Sharing, shutdown: CancellationToken) {
             Some(new) => table.set(node, new),
             None => table.remove(node),
         };
-        if failure_changed && let Some(plan) = distribution.lock().plan(node) {
-            changed.extend(plan.rule_sets.values().map(|set| set.policy.clone()));
+        if failure_changed {
+            changed.extend(index.lock().engine().policies_on(node));
         }
         dirty.mark(changed);
     };

@@ -551,13 +551,14 @@ impl StatusWriter {
             return None;
         };
         let conflicts = conflicts_of(index.engine(), policy);
+        // Local pods per node: where the policy is enforced.
+        let span = index.engine().span(policy);
         drop(index);
         let enforced_revision = enforcement.revision().cloned();
-        let span = self.distribution.lock().span(policy).cloned().unwrap_or_default();
         let (nodes_realized, failures) = self.realization.with(|table| {
             let mut realized = 0;
             let mut failures = Vec::new();
-            for node in span.desired_nodes() {
+            for node in span.keys() {
                 let Some(entry) = table.get(node) else { continue };
                 if enforced_revision.is_some() && entry.realized.get(policy) == enforced_revision.as_ref() {
                     realized += 1;
@@ -576,8 +577,8 @@ impl StatusWriter {
             errors,
             warnings,
             enforcement,
-            selected_pods: span.selected_pods(),
-            nodes_desired: span.pods_per_node.len(),
+            selected_pods: span.values().sum(),
+            nodes_desired: span.len(),
             nodes_realized,
             failures,
             conflicts,

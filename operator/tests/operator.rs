@@ -124,10 +124,7 @@ async fn plans_reach_agents_and_realization_reaches_status() {
     let token_n1 = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
     let mut agent1 = harness.connect(&operator, &scene.n1, Some(&token_n1), true).await.expect("n1 agent accepted");
     let first = agent1.next_message().await;
-    assert!(
-        matches!(first, OperatorMessage::Snapshot { version: 1, .. }),
-        "the first message is a snapshot: {first:?}"
-    );
+    assert!(matches!(first, OperatorMessage::Snapshot { .. }), "the first message is a snapshot: {first:?}");
     agent1
         .until("carry both policies", |plan| {
             has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")
@@ -821,4 +818,51 @@ async fn a_conflicting_pair_that_bypassed_admission_is_flagged_on_both_and_clear
         .await;
     }
     operator.shutdown().await.expect("clean shutdown");
+}
+
+/// Whether some group of the plan holds `address`.
+fn any_group_holds(plan: &NodePlan, address: &str) -> bool {
+    let address: std::net::IpAddr = address.parse().expect("address");
+    plan.groups
+        .values()
+        .any(|group| matches!(group, palisade_engine::plan::Group::Addresses(set) if set.contains(&address)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_the_previous_version_gets_whole_groups_and_ends_with_the_same_plan() {
+    use palisade_protocol::StreamVersion;
+    init_logging();
+    let harness = &Harness::start().await;
+    let scene = &scene(harness).await;
+    let operator = harness.start_operator("operator-0").await;
+    create_network_policy(harness, &scene.app, allow_client(&scene.app)).await;
+
+    let token = harness.token(&harness.system_namespace, AGENT_SA, Some(&scene.agent_n1)).await;
+    let (ca, node) = (&harness.ca_pem, &scene.n1);
+    let mut old = harness.connect_offering(ca, &operator, node, Some(&token), &[StreamVersion::V1]).await.expect("v1");
+    let mut new = harness.connect_offering(ca, &operator, node, Some(&token), &StreamVersion::ALL).await.expect("v2");
+    for agent in [&mut old, &mut new] {
+        agent.until("carry the policy", |plan| has_policy(plan, PolicyKind::NetworkPolicy, "allow-client")).await;
+    }
+
+    // A second client joins the policy's peer group, which both web pods' nodes already hold.
+    harness.create_pod(&scene.app, "client-2", &scene.n2, &[("app", "client")], "10.1.0.4", None).await;
+    let mut patched = false;
+    while !new.plan.as_ref().is_some_and(|plan| any_group_holds(plan, "10.1.0.4")) {
+        if let OperatorMessage::Delta { delta, sent_at_us, .. } = new.next_message().await {
+            patched |= !delta.patched_groups.is_empty();
+            assert!(sent_at_us.is_some(), "V2 messages carry their send time");
+        }
+    }
+    assert!(patched, "V2: the group the node keeps is patched, not resent");
+    let mut whole = false;
+    while !old.plan.as_ref().is_some_and(|plan| any_group_holds(plan, "10.1.0.4")) {
+        if let OperatorMessage::Delta { delta, sent_at_us, .. } = old.next_message().await {
+            assert!(delta.patched_groups.is_empty(), "a V1 agent cannot read patches: {delta:?}");
+            assert_eq!(sent_at_us, None, "V1 messages are unchanged");
+            whole |= !delta.upserted_groups.is_empty();
+        }
+    }
+    assert!(whole, "V1: the changed group is sent whole");
+    assert_eq!(old.plan, new.plan, "both versions hold the same plan");
 }

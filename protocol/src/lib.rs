@@ -1,9 +1,10 @@
 //! The plan stream: how the operator tells each node agent what to enforce, and how the agent
-//! reports what it enforces. Version 1 is specified in `docs/protocol.md`; this crate is its only
-//! implementation, used by both ends.
+//! reports what it enforces. Versions 1 and 2 are specified in `docs/protocol.md`; this crate is
+//! their only implementation, used by both ends.
 //!
-//! Transport: one WebSocket per agent over TLS, at [`stream_path`], with the WebSocket
-//! subprotocol [`SUBPROTOCOL`] and the agent's ServiceAccount token as a Bearer credential.
+//! Transport: one WebSocket per agent over TLS, at [`stream_path`], with a WebSocket subprotocol
+//! naming the version ([`StreamVersion`]; the agent offers every version it speaks, the operator
+//! picks the newest it speaks too) and the agent's ServiceAccount token as a Bearer credential.
 //! Each message is one JSON text frame. The operator sends a [`OperatorMessage::Snapshot`] first,
 //! then [`OperatorMessage::Delta`]s; the agent answers each version it applied with
 //! [`AgentMessage::Realized`] or [`AgentMessage::Failed`].
@@ -13,8 +14,38 @@ use palisade_engine::plan::{NodePlan, PLAN_FORMAT_VERSION, PlanDelta};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The WebSocket subprotocol; a peer that does not offer it is refused.
-pub const SUBPROTOCOL: &str = "palisade.dev.plan-stream.v1";
+/// A version of the plan stream, negotiated as the WebSocket subprotocol. A peer that offers
+/// none this build speaks is refused.
+///
+/// - V1: deltas replace changed groups whole.
+/// - V2: deltas patch the members of groups the node keeps (`PlanDelta::patched_groups`), and
+///   each plan message carries the time it was sent (`sent_at_us`), for stage timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamVersion {
+    V1,
+    V2,
+}
+
+impl StreamVersion {
+    /// Newest first: what an agent offers, and the operator's order of preference.
+    pub const ALL: [StreamVersion; 2] = [StreamVersion::V2, StreamVersion::V1];
+
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            StreamVersion::V1 => "palisade.dev.plan-stream.v1",
+            StreamVersion::V2 => "palisade.dev.plan-stream.v2",
+        }
+    }
+
+    pub fn from_subprotocol(name: &str) -> Option<StreamVersion> {
+        StreamVersion::ALL.into_iter().find(|version| version.subprotocol() == name.trim())
+    }
+
+    /// The newest of `offered` (subprotocol names, in any order) that this build speaks.
+    pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<StreamVersion> {
+        offered.into_iter().filter_map(StreamVersion::from_subprotocol).max()
+    }
+}
 
 /// How often the operator pings each agent when it has nothing else to send, by default.
 pub const DEFAULT_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -71,10 +102,24 @@ pub fn stream_path(node: &str) -> String {
 pub enum OperatorMessage {
     /// The whole plan. Sent first on every connection, and whenever the operator cannot send a
     /// delta from what the agent has (for example after the agent failed to apply one).
-    Snapshot { format: u32, version: u64, plan: NodePlan },
+    Snapshot {
+        format: u32,
+        version: u64,
+        plan: NodePlan,
+        /// V2: when the operator sent it, in microseconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_at_us: Option<u64>,
+    },
     /// Turns the plan at `base` into the plan at `version`. An agent whose plan is not at `base`
     /// reconnects to get a snapshot.
-    Delta { format: u32, base: u64, version: u64, delta: PlanDelta },
+    Delta {
+        format: u32,
+        base: u64,
+        version: u64,
+        delta: PlanDelta,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_at_us: Option<u64>,
+    },
 }
 
 /// Agent to operator.
@@ -103,11 +148,28 @@ pub enum ProtocolError {
 
 impl OperatorMessage {
     pub fn snapshot(version: u64, plan: NodePlan) -> Self {
-        OperatorMessage::Snapshot { format: PLAN_FORMAT_VERSION, version, plan }
+        OperatorMessage::Snapshot { format: PLAN_FORMAT_VERSION, version, plan, sent_at_us: None }
     }
 
     pub fn delta(base: u64, version: u64, delta: PlanDelta) -> Self {
-        OperatorMessage::Delta { format: PLAN_FORMAT_VERSION, base, version, delta }
+        OperatorMessage::Delta { format: PLAN_FORMAT_VERSION, base, version, delta, sent_at_us: None }
+    }
+
+    /// Stamps the message with the time it is sent (V2).
+    pub fn sent_now(mut self) -> Self {
+        let now = unix_micros();
+        match &mut self {
+            OperatorMessage::Snapshot { sent_at_us, .. } | OperatorMessage::Delta { sent_at_us, .. } => {
+                *sent_at_us = Some(now)
+            }
+        }
+        self
+    }
+
+    pub fn sent_at_us(&self) -> Option<u64> {
+        match self {
+            OperatorMessage::Snapshot { sent_at_us, .. } | OperatorMessage::Delta { sent_at_us, .. } => *sent_at_us,
+        }
     }
 
     /// Parses a frame and refuses plan formats this build does not understand.
@@ -127,6 +189,12 @@ impl AgentMessage {
     pub fn decode(text: &str) -> Result<Self, ProtocolError> {
         Ok(serde_json::from_str(text)?)
     }
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_micros() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Serializes any message of the protocol as one text frame.
@@ -151,6 +219,16 @@ pub fn policies_in(plan: &NodePlan) -> Vec<RealizedPolicy> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_version_both_ends_speak_is_chosen() {
+        let v1 = StreamVersion::V1.subprotocol();
+        let v2 = StreamVersion::V2.subprotocol();
+        assert_eq!(StreamVersion::negotiate([v1, v2]), Some(StreamVersion::V2));
+        assert_eq!(StreamVersion::negotiate([v1]), Some(StreamVersion::V1));
+        assert_eq!(StreamVersion::negotiate(["palisade.dev.plan-stream.v9", v1]), Some(StreamVersion::V1));
+        assert_eq!(StreamVersion::negotiate(["chat"]), None);
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {

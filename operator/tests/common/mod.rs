@@ -19,7 +19,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use palisade_engine::plan::NodePlan;
 use palisade_operator::{LeaseConfig, OperatorConfig, RunningOperator, ServiceAccountRef, Timings};
-use palisade_protocol::{AgentMessage, OperatorMessage, SUBPROTOCOL};
+use palisade_protocol::{AgentMessage, OperatorMessage, StreamVersion};
 use palisade_testkit::{ControlPlane, mark_pod_running};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,7 +245,8 @@ impl Harness {
         }
     }
 
-    /// Like [`Harness::connect`], trusting `ca_pem`, with any failure returned.
+    /// Like [`Harness::connect`], trusting `ca_pem`, with any failure returned. An agent that
+    /// offers the protocol offers every version, as the agent of this build does.
     pub async fn connect_trusting(
         &self,
         ca_pem: &str,
@@ -254,6 +255,19 @@ impl Harness {
         token: Option<&str>,
         offer_protocol: bool,
     ) -> Result<Agent, tungstenite::Error> {
+        let versions: &[StreamVersion] = if offer_protocol { &StreamVersion::ALL } else { &[] };
+        self.connect_offering(ca_pem, operator, node, token, versions).await
+    }
+
+    /// An agent offering exactly `versions` (an agent of the previous release offers V1 only).
+    pub async fn connect_offering(
+        &self,
+        ca_pem: &str,
+        operator: &RunningOperator,
+        node: &str,
+        token: Option<&str>,
+        versions: &[StreamVersion],
+    ) -> Result<Agent, tungstenite::Error> {
         let url = format!("wss://127.0.0.1:{}{}", operator.stream_address.port(), palisade_protocol::stream_path(node));
         let mut request = url.into_client_request().expect("request");
         if let Some(token) = token {
@@ -261,15 +275,19 @@ impl Harness {
                 .headers_mut()
                 .insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
         }
-        if offer_protocol {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+        if !versions.is_empty() {
+            let offered: Vec<&str> = versions.iter().map(|version| version.subprotocol()).collect();
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&offered.join(", ")).expect("header"));
         }
         let connector = Harness::tls_connector(ca_pem);
         let (socket, response) =
             tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)).await?;
         let protocol =
             response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        assert_eq!(protocol.as_deref(), Some(SUBPROTOCOL), "the operator agrees on the subprotocol");
+        let expected = versions.iter().max().map(|version| version.subprotocol());
+        assert_eq!(protocol.as_deref(), expected, "the operator agrees on the newest offered subprotocol");
         Ok(Agent { socket, plan: None, version: 0 })
     }
 }
@@ -301,7 +319,7 @@ impl Agent {
                     assert_eq!(*base, self.version, "a delta applies to the version we have");
                     assert!(*version > *base, "versions increase");
                     let plan = self.plan.as_mut().expect("a snapshot came first");
-                    delta.apply(plan);
+                    delta.apply(plan).expect("the delta fits the plan held");
                     self.version = *version;
                 }
             }

@@ -212,10 +212,10 @@ impl PureCluster {
     }
 
     /// Judges every asserted cell with the reference evaluator and with the node plans.
-    fn check(&self, expectation: &Expectation) -> Option<String> {
+    fn check(&mut self, expectation: &Expectation) -> Option<String> {
         let policies: Vec<m::Policy> = self.policies.values().cloned().collect();
-        let reference = Reference::new(self.engine.cluster(), &policies);
         let plans = self.engine.node_plans();
+        let reference = Reference::new(self.engine.cluster(), &policies);
         let evaluator = PlanEvaluator::new(&plans, &self.node_ips);
         let flow = |from: &PodId, to: &PodId| Flow {
             src: self.pod_ips[from],
