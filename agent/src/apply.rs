@@ -11,6 +11,10 @@
 //! 4. one batch destroying our sets nothing refers to any more.
 //!
 //! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written.
+//! And when the rendered chains equal those of the last sync that succeeded, nothing is read
+//! back either: the set changes are computed against what that sync left in the kernel, and the
+//! whole change is one `ipset restore`, the only process forked ([`Applier::sync`]). Drift
+//! repair always reads the kernel, so a foreign change is still found within the resync period.
 //!
 //! # Why this order
 //! A failed `iptables-restore` changes nothing in that table (it commits a transaction atomically).
@@ -148,12 +152,22 @@ pub struct Applier {
     /// What each set was used for by the rules now in the kernel; empty (unknown) after a start
     /// or a failed reconcile. Decides which member changes may run before iptables.
     set_roles: BTreeMap<String, SetRoles>,
+    /// What the last reconcile that succeeded left in the kernel; `None` after a start, a failure
+    /// or a cleanup. A sync whose chains equal its chains changes set members only.
+    in_sync: Option<Rendered>,
 }
 
 impl Applier {
     pub fn new(config: ApplyConfig) -> Applier {
         let runner = Runner { ip: config.binaries.ip.clone(), netns: config.netns.clone() };
-        Applier { config, runner, metrics: Metrics::default(), injected_fault: None, set_roles: BTreeMap::new() }
+        Applier {
+            config,
+            runner,
+            metrics: Metrics::default(),
+            injected_fault: None,
+            set_roles: BTreeMap::new(),
+            in_sync: None,
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -167,8 +181,39 @@ impl Applier {
     /// Makes the kernel match `desired`.
     pub async fn sync(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
         self.metrics.syncs += 1;
-        let tables = [&desired.v4, &desired.v6];
-        self.reconcile(&desired.ipsets, Some(tables)).await
+        let members_only = self.in_sync.as_ref().is_some_and(|previous| {
+            previous.v4 == desired.v4 && previous.v6 == desired.v6 && self.injected_fault.is_none()
+        });
+        let report = if members_only {
+            self.sync_members(desired).await
+        } else {
+            let tables = [&desired.v4, &desired.v6];
+            self.reconcile(&desired.ipsets, Some(tables)).await
+        }?;
+        self.in_sync = Some(desired.clone());
+        Ok(report)
+    }
+
+    /// The chains are those the kernel holds since the last sync: only set members change, in
+    /// one batch computed against what that sync left (tightening lines first, as always).
+    async fn sync_members(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
+        let previous = self.in_sync.take();
+        let kernel: BTreeMap<String, ipset::KernelSet> = previous
+            .iter()
+            .flat_map(|previous| previous.ipsets.sets.iter())
+            .map(|(name, spec)| (name.clone(), spec.as_kernel_set()))
+            .collect();
+        let roles = std::mem::take(&mut self.set_roles);
+        let changes = ipset::plan_changes(&desired.ipsets, &kernel, &roles);
+        let mut report = SyncReport::default();
+        report.add_ipsets(&changes);
+        let update = format!("{}{}{}", changes.before, changes.after, changes.destroy);
+        if !update.is_empty() {
+            self.ipset_restore(&update).await?;
+        }
+        self.set_roles = desired.ipsets.roles();
+        self.metrics.ipset_lines_written += report.ipset_lines as u64;
+        Ok(report)
     }
 
     /// Reads our chains and sets back and repairs whatever drifted from `desired` (edited or
@@ -177,6 +222,7 @@ impl Applier {
     pub async fn check_and_repair(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
         let tables = [&desired.v4, &desired.v6];
         let report = self.reconcile(&desired.ipsets, Some(tables)).await?;
+        self.in_sync = Some(desired.clone());
         self.metrics.repairs += report.differences() as u64;
         if report.differences() > 0 {
             tracing::warn!(repairs = report.differences(), "repaired dataplane drift");
@@ -186,6 +232,7 @@ impl Applier {
 
     /// Removes every hook, chain and set Palisade owns; foreign rules and sets are not touched.
     pub async fn cleanup(&mut self) -> Result<SyncReport, ApplyError> {
+        self.in_sync = None;
         self.reconcile(&DesiredIpSets::default(), None).await
     }
 
@@ -202,6 +249,7 @@ impl Applier {
         desired_sets: &DesiredIpSets,
         tables: Option<[&DesiredTable; 2]>,
     ) -> Result<SyncReport, ApplyError> {
+        self.in_sync = None;
         let mut report = SyncReport::default();
         let binaries = self.config.binaries.clone();
         let program_ipv6 = self.config.ipv6;

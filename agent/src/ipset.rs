@@ -176,6 +176,17 @@ impl SetSpec {
         )
     }
 
+    /// The set as `ipset save` shows it once the kernel holds exactly this spec.
+    pub fn as_kernel_set(&self) -> KernelSet {
+        KernelSet {
+            set_type: self.set_type.ipset_type().to_owned(),
+            family: self.family.ipset_family().to_owned(),
+            maxelem: Some(self.maxelem),
+            members: self.members.clone(),
+            parsed_all_members: true,
+        }
+    }
+
     fn header_matches(&self, kernel: &KernelSet) -> bool {
         // `ipset save` shows no family for a list (its members carry it) and calls maxelem "size".
         kernel.set_type == self.set_type.ipset_type()

@@ -276,3 +276,55 @@ async fn a_leftover_temporary_set_with_another_header_does_not_wedge_sync() {
     assert!(!live.contains("198.18.200.0"), "nothing of the stale temporary leaks in: {live}");
     assert_eq!(applier.check_and_repair(&rendered).await.expect("second check").differences(), 0);
 }
+
+/// Wrappers around the tools that log each run to `log`, then run the real tool.
+fn logging_binaries(dir: &std::path::Path, log: &std::path::Path) -> palisade_agent::Binaries {
+    let wrap = |tool: &str| {
+        let path = dir.join(tool);
+        let script = format!("#!/bin/sh\necho {tool} >> {}\nexec {tool} \"$@\"\n", log.display());
+        std::fs::write(&path, script).expect("wrapper");
+        std::process::Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
+        path
+    };
+    palisade_agent::Binaries {
+        iptables_restore: wrap("iptables-restore"),
+        iptables_save: wrap("iptables-save"),
+        ip6tables_restore: wrap("ip6tables-restore"),
+        ip6tables_save: wrap("ip6tables-save"),
+        ipset: wrap("ipset"),
+        ..palisade_agent::Binaries::default()
+    }
+}
+
+#[tokio::test]
+async fn a_change_of_set_members_only_runs_one_ipset_restore_and_reads_nothing_back() {
+    let netns = Netns::new();
+    let dir = std::env::temp_dir().join(format!("palisade-tools-{}-{}", std::process::id(), netns.name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("runs.log");
+    let config = palisade_agent::ApplyConfig {
+        netns: Some(netns.name.clone()),
+        binaries: logging_binaries(&dir, &log),
+        ..palisade_agent::ApplyConfig::default()
+    };
+    let mut applier = palisade_agent::Applier::new(config);
+    applier.sync(&render(&sample_plan(), &render_config())).await.expect("install");
+    std::fs::write(&log, "").expect("truncate");
+
+    let mut plan = sample_plan();
+    if let Some(Group::Addresses(members)) = plan.groups.get_mut(&gid(CLIENTS)) {
+        members.insert(ip("198.18.2.12"));
+    }
+    let report = applier.sync(&render(&plan, &render_config())).await.expect("churn");
+    assert_eq!(report.members_added, 1, "{report:?}");
+    let runs = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(runs, "ipset\n", "one process for the whole change");
+    assert!(netns.owned_sets().contains("add pal4-a-00000000000c1e47 198.18.2.12\n"));
+
+    // Drift repair still reads the kernel: a member removed behind the agent's back comes back.
+    netns.sh("ipset del pal4-a-00000000000c1e47 198.18.2.12");
+    let repaired = applier.check_and_repair(&render(&plan, &render_config())).await.expect("repair");
+    assert_eq!(repaired.members_added, 1, "{repaired:?}");
+    assert!(netns.owned_sets().contains("add pal4-a-00000000000c1e47 198.18.2.12\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
