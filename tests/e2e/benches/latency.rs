@@ -4,7 +4,11 @@
 //!    addresses from 198.19.0.0/17, never wired) up to 1,000 pods, and 500 NetworkPolicies over
 //!    them, so every plan and every agent carries real weight.
 //! 2. 50 times: apply a policy isolating x/a → time until y/b's probes to x/a fail; delete it →
-//!    time until they connect again. Printed as p50/p99/max per direction.
+//!    time until they connect again. Then, with a policy admitting only `role=friend` pods into
+//!    x/a, 50 times: label y/b a friend → time until it connects; remove the label → time until
+//!    it is blocked. Printed as p50/p99/max per change.
+//! 2b. The stages of those changes from the operators' and agents' histograms
+//!    (`palisade_operator_stage_seconds`, `palisade_agent_stage_seconds`): p50 and p99 of each.
 //! 3. More API-only pods up to 10,000; once the operators settle, each replica's RSS (VmRSS,
 //!    VmHWM) and CPU time (utime + stime) from /proc.
 //!
@@ -12,6 +16,7 @@
 //! release build of `palisade`, or the figures describe a debug build). `E2E_BENCH_ITERATIONS`
 //! overrides 50.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,6 +168,70 @@ async fn time_until(stack: &Stack, from: &PodId, to: &PodId, connected: bool, si
     }
 }
 
+/// Cumulative bucket counts per stage of one histogram family, summed over every endpoint.
+type Buckets = BTreeMap<String, Vec<(f64, u64)>>;
+
+/// Reads `<family>_bucket{stage="…",le="…"} n` lines of every endpoint and sums them.
+async fn stage_buckets(addresses: &[std::net::SocketAddr], family: &str) -> Buckets {
+    let mut sums: BTreeMap<String, BTreeMap<String, (f64, u64)>> = BTreeMap::new();
+    for address in addresses {
+        let Some((_, text)) = palisade_e2e::stack::http_get(*address, "/metrics").await else { continue };
+        for line in text.lines().filter(|line| line.starts_with(&format!("{family}_bucket{{"))) {
+            let Some((labels, count)) = line.rsplit_once(' ') else { continue };
+            let label = |name: &str| {
+                let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+                labels[start..].split('"').next().map(str::to_owned)
+            };
+            let (Some(stage), Some(le), Ok(count)) = (label("stage"), label("le"), count.parse::<f64>()) else {
+                continue;
+            };
+            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+            let entry = sums.entry(stage).or_default().entry(le).or_insert((bound, 0));
+            entry.1 += count as u64;
+        }
+    }
+    sums.into_iter()
+        .map(|(stage, buckets)| {
+            let mut buckets: Vec<(f64, u64)> = buckets.into_values().collect();
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (stage, buckets)
+        })
+        .collect()
+}
+
+/// The quantile of the observations between two readings: the upper bound of the first bucket
+/// that holds it (a histogram's resolution).
+fn bucket_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<(f64, u64)> {
+    let counts: Vec<(f64, u64)> = after
+        .iter()
+        .map(|(bound, count)| {
+            let earlier = before.iter().find(|(b, _)| b == bound).map_or(0, |(_, c)| *c);
+            (*bound, count.saturating_sub(earlier))
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil() as u64;
+    counts.iter().find(|(_, count)| *count >= rank).map(|(bound, _)| (*bound, total))
+}
+
+fn print_stages(label: &str, before: &Buckets, after: &Buckets) {
+    for (stage, buckets) in after {
+        let earlier = before.get(stage).map(Vec::as_slice).unwrap_or(&[]);
+        let (Some((p50, count)), Some((p99, _))) =
+            (bucket_quantile(earlier, buckets, 0.5), bucket_quantile(earlier, buckets, 0.99))
+        else {
+            continue;
+        };
+        let ms = |seconds: f64| {
+            if seconds.is_finite() { format!("≤{:.2} ms", seconds * 1e3) } else { "above 1.6 s".into() }
+        };
+        println!("  {label} {stage:<8} n={count:<5} p50 {:<10} p99 {}", ms(p50), ms(p99));
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -274,12 +343,17 @@ async fn bench() {
     let isolate = Object::NetworkPolicy(isolate);
     let reference = ObjectRef::NetworkPolicy { namespace: "x".into(), name: "bench-isolate".into() };
 
+    let operator_probes: Vec<std::net::SocketAddr> = stack.operators().iter().map(|r| r.probe_address).collect();
+    let agent_probes: Vec<std::net::SocketAddr> = stack.agents().iter().map(|a| a.health_address).collect();
+
     // One warm-up round, not counted.
     stack.apply(&isolate).await.expect("apply");
     time_until(&stack, &from, &to, false, Instant::now()).await;
     stack.delete(&reference).await.expect("delete");
     time_until(&stack, &from, &to, true, Instant::now()).await;
 
+    let operator_before = stage_buckets(&operator_probes, "palisade_operator_stage_seconds").await;
+    let agent_before = stage_buckets(&agent_probes, "palisade_agent_stage_seconds").await;
     let mut deny = Vec::new();
     let mut allow = Vec::new();
     for _ in 0..iterations {
@@ -293,6 +367,45 @@ async fn bench() {
     println!("programming latency at 1,000 pods / 500 policies / 4 nodes (y/b on n4 -> x/a on n1, TCP 80):");
     summary("  apply isolating policy -> probe blocked", deny);
     summary(&format!("  delete it -> probe connects (resolution {} ms)", PROBE_TIMEOUT.as_millis()), allow);
+
+    // A pod label change that moves y/b into (and out of) the group a policy admits.
+    let mut friends = policy("bench-friends", palisade_conformance::k8s::match_labels(&[("pod", "a")]));
+    friends = with_ingress(
+        friends,
+        vec![palisade_conformance::k8s::ingress_rule(
+            vec![palisade_conformance::k8s::namespaces_and_pods(
+                palisade_conformance::k8s::everything(),
+                palisade_conformance::k8s::match_labels(&[("role", "friend")]),
+            )],
+            vec![],
+        )],
+    );
+    friends.metadata.namespace = Some("x".into());
+    stack.apply(&Object::NetworkPolicy(friends)).await.expect("apply friends");
+    time_until(&stack, &from, &to, false, Instant::now()).await;
+    let friend = |on: bool| BTreeMap::from([("role".to_owned(), on.then(|| "friend".to_owned()))]);
+    let mut joined = Vec::new();
+    let mut left = Vec::new();
+    for _ in 0..iterations {
+        let labeled = Instant::now();
+        stack.label_pod(&from, &friend(true)).await.expect("label");
+        joined.push(time_until(&stack, &from, &to, true, labeled).await);
+        let unlabeled = Instant::now();
+        stack.label_pod(&from, &friend(false)).await.expect("unlabel");
+        left.push(time_until(&stack, &from, &to, false, unlabeled).await);
+    }
+    summary(
+        &format!("  label y/b into the admitted group -> probe connects (resolution {} ms)", PROBE_TIMEOUT.as_millis()),
+        joined,
+    );
+    summary("  remove the label -> probe blocked", left);
+    println!("stages of those changes (histogram bucket bounds; transit needs one clock, as here):");
+    print_stages(
+        "operator",
+        &operator_before,
+        &stage_buckets(&operator_probes, "palisade_operator_stage_seconds").await,
+    );
+    print_stages("agent   ", &agent_before, &stage_buckets(&agent_probes, "palisade_agent_stage_seconds").await);
 
     let growing = Instant::now();
     load.grow_pods(&client, PODS_FOR_FOOTPRINT - WIRED_PODS).await;

@@ -949,7 +949,8 @@ pub(crate) async fn http_get_status(address: SocketAddr, path: &str) -> Option<u
 }
 
 /// A plain-HTTP GET: the status code and the body, `None` when nothing answers (1 s budget).
-pub(crate) async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// One plain-HTTP GET to a probe port: the status and the body, or `None` if unanswered.
+pub async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
