@@ -1,6 +1,8 @@
 //! The applier: makes the kernel match a [`Rendered`] plan with the fewest writes.
 //!
-//! Each sync reads the kernel back, so it doubles as drift repair, and runs in this order:
+//! Each sync compares the desired state with the kernel's, read back (the first sync, drift
+//! repair, and any sync after a failure) or as the last successful sync left it, and runs in
+//! this order:
 //! 1. one `ipset restore -exist` batch that can only tighten: create and fill missing sets, add
 //!    members to sets that only deny (isolation sets, Deny rules), remove members from sets that
 //!    only allow (Accept rules, network-policy unions);
@@ -10,11 +12,11 @@
 //!    sets that allow, removals from sets that deny, swaps of rebuilt sets);
 //! 4. one batch destroying our sets nothing refers to any more.
 //!
-//! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written.
-//! And when the rendered chains equal those of the last sync that succeeded, nothing is read
-//! back either: the set changes are computed against what that sync left in the kernel, and the
-//! whole change is one `ipset restore`, the only process forked ([`Applier::sync`]). Drift
-//! repair always reads the kernel, so a foreign change is still found within the resync period.
+//! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written:
+//! after a successful sync that is one `ipset restore`, the only process forked. Not reading back
+//! is safe because drift repair always reads the kernel (a foreign change is found within the
+//! resync period), and a restore that fails on state that drifted forgets what was assumed, so
+//! the retry reads ([`Applier::sync`]).
 //!
 //! # Why this order
 //! A failed `iptables-restore` changes nothing in that table (it commits a transaction atomically).
@@ -178,41 +180,16 @@ impl Applier {
         &self.config
     }
 
-    /// Makes the kernel match `desired`.
+    /// Makes the kernel match `desired`. After a sync that succeeded, nothing is read back:
+    /// the changes are computed against what that sync left ([`drift::as_synced`]), so a change
+    /// of set members only is one `ipset restore` and a change of rules one transaction per
+    /// family that changed. A failure forgets that state, and the next sync reads the kernel.
     pub async fn sync(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
         self.metrics.syncs += 1;
-        let members_only = self.in_sync.as_ref().is_some_and(|previous| {
-            previous.v4 == desired.v4 && previous.v6 == desired.v6 && self.injected_fault.is_none()
-        });
-        let report = if members_only {
-            self.sync_members(desired).await
-        } else {
-            let tables = [&desired.v4, &desired.v6];
-            self.reconcile(&desired.ipsets, Some(tables)).await
-        }?;
+        let assumed = self.in_sync.take();
+        let tables = [&desired.v4, &desired.v6];
+        let report = self.reconcile(&desired.ipsets, Some(tables), assumed.as_ref()).await?;
         self.in_sync = Some(desired.clone());
-        Ok(report)
-    }
-
-    /// The chains are those the kernel holds since the last sync: only set members change, in
-    /// one batch computed against what that sync left (tightening lines first, as always).
-    async fn sync_members(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
-        let previous = self.in_sync.take();
-        let kernel: BTreeMap<String, ipset::KernelSet> = previous
-            .iter()
-            .flat_map(|previous| previous.ipsets.sets.iter())
-            .map(|(name, spec)| (name.clone(), spec.as_kernel_set()))
-            .collect();
-        let roles = std::mem::take(&mut self.set_roles);
-        let changes = ipset::plan_changes(&desired.ipsets, &kernel, &roles);
-        let mut report = SyncReport::default();
-        report.add_ipsets(&changes);
-        let update = format!("{}{}{}", changes.before, changes.after, changes.destroy);
-        if !update.is_empty() {
-            self.ipset_restore(&update).await?;
-        }
-        self.set_roles = desired.ipsets.roles();
-        self.metrics.ipset_lines_written += report.ipset_lines as u64;
         Ok(report)
     }
 
@@ -221,7 +198,7 @@ impl Applier {
     /// members). Returns what was repaired; also counted in [`Metrics::repairs`].
     pub async fn check_and_repair(&mut self, desired: &Rendered) -> Result<SyncReport, ApplyError> {
         let tables = [&desired.v4, &desired.v6];
-        let report = self.reconcile(&desired.ipsets, Some(tables)).await?;
+        let report = self.reconcile(&desired.ipsets, Some(tables), None).await?;
         self.in_sync = Some(desired.clone());
         self.metrics.repairs += report.differences() as u64;
         if report.differences() > 0 {
@@ -233,7 +210,7 @@ impl Applier {
     /// Removes every hook, chain and set Palisade owns; foreign rules and sets are not touched.
     pub async fn cleanup(&mut self) -> Result<SyncReport, ApplyError> {
         self.in_sync = None;
-        self.reconcile(&DesiredIpSets::default(), None).await
+        self.reconcile(&DesiredIpSets::default(), None, None).await
     }
 
     /// Test hook: the next sync's iptables transactions (every family) carry this line (e.g. an
@@ -243,40 +220,34 @@ impl Applier {
         self.injected_fault = Some(line.into());
     }
 
-    /// `tables: None` means "own nothing": the cleanup.
+    /// `tables: None` means "own nothing": the cleanup. `assumed`: what the kernel holds, known
+    /// from the last sync that succeeded; `None` reads it back.
     async fn reconcile(
         &mut self,
         desired_sets: &DesiredIpSets,
         tables: Option<[&DesiredTable; 2]>,
+        assumed: Option<&Rendered>,
     ) -> Result<SyncReport, ApplyError> {
         self.in_sync = None;
         let mut report = SyncReport::default();
         let binaries = self.config.binaries.clone();
         let program_ipv6 = self.config.ipv6;
-
-        // The three reads are independent: run them concurrently (they dominate a no-op sync).
-        let read_v6 = async {
-            if program_ipv6 {
-                self.runner.run(&binaries.ip6tables_save, &["-t", "filter"], None).await.map(Some)
-            } else {
-                Ok(None)
-            }
+        let (kernel_sets, kernel_v4, kernel_v6) = match assumed {
+            Some(synced) => (
+                synced.ipsets.sets.iter().map(|(name, spec)| (name.clone(), spec.as_kernel_set())).collect(),
+                drift::as_synced(&synced.v4),
+                program_ipv6.then(|| drift::as_synced(&synced.v6)),
+            ),
+            None => self.read_kernel().await?,
         };
-        let (saved_sets, saved_v4, saved_v6) = tokio::join!(
-            self.runner.run(&binaries.ipset, &["save"], None),
-            self.runner.run(&binaries.iptables_save, &["-t", "filter"], None),
-            read_v6,
-        );
-        let (saved_sets, saved_v4, saved_v6) = (saved_sets?, saved_v4?, saved_v6?);
 
         let previous_roles = std::mem::take(&mut self.set_roles);
-        let set_changes = ipset::plan_changes(desired_sets, &ipset::parse_save(&saved_sets), &previous_roles);
+        let set_changes = ipset::plan_changes(desired_sets, &kernel_sets, &previous_roles);
         report.add_ipsets(&set_changes);
 
         let mut transactions: Vec<(Family, String)> = Vec::new();
-        for (family, saved) in [(Family::V4, Some(saved_v4)), (Family::V6, saved_v6)] {
-            let Some(saved) = saved else { continue };
-            let kernel = drift::parse_save(&saved);
+        for (family, kernel) in [(Family::V4, Some(kernel_v4)), (Family::V6, kernel_v6)] {
+            let Some(kernel) = kernel else { continue };
             let changes = match tables {
                 Some([v4, v6]) => drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel),
                 None => drift::plan_cleanup(&kernel),
@@ -341,6 +312,28 @@ impl Applier {
         self.metrics.ipset_lines_written += report.ipset_lines as u64;
         tracing::debug!(?report, "dataplane reconciled");
         Ok(report)
+    }
+
+    /// Our sets and both families' filter tables, read concurrently (the reads dominate a sync
+    /// that changes little).
+    async fn read_kernel(
+        &self,
+    ) -> Result<(BTreeMap<String, ipset::KernelSet>, drift::KernelTable, Option<drift::KernelTable>), ApplyError> {
+        let binaries = &self.config.binaries;
+        let read_v6 = async {
+            if self.config.ipv6 {
+                self.runner.run(&binaries.ip6tables_save, &["-t", "filter"], None).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (saved_sets, saved_v4, saved_v6) = tokio::join!(
+            self.runner.run(&binaries.ipset, &["save"], None),
+            self.runner.run(&binaries.iptables_save, &["-t", "filter"], None),
+            read_v6,
+        );
+        let (saved_sets, saved_v4, saved_v6) = (saved_sets?, saved_v4?, saved_v6?);
+        Ok((ipset::parse_save(&saved_sets), drift::parse_save(&saved_v4), saved_v6.as_deref().map(drift::parse_save)))
     }
 
     async fn ipset_restore(&mut self, text: &str) -> Result<(), ApplyError> {

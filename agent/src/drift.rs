@@ -74,6 +74,29 @@ pub fn parse_save(text: &str) -> KernelTable {
     table
 }
 
+/// Our part of the table as a sync of `desired` that succeeded left it: every chain as desired,
+/// each hook the first rule of its kernel chain, nothing stray. What the applier assumes instead
+/// of reading the kernel back, until something fails or drift repair reads it again.
+pub fn as_synced(desired: &DesiredTable) -> KernelTable {
+    KernelTable {
+        chains: desired
+            .chains
+            .iter()
+            .map(|(name, rules)| (name.clone(), rules.iter().map(|rule| Some(rule.hash.clone())).collect()))
+            .collect(),
+        marked_foreign_rules: desired
+            .hooks
+            .iter()
+            .map(|hook| MarkedRule {
+                chain: hook.kernel_chain.to_owned(),
+                hash: hook.hash.clone(),
+                spec: hook.rule_spec(),
+                position: 0,
+            })
+            .collect(),
+    }
+}
+
 /// The hash of a `--comment "pal:<hash>"` (quoted or not), if the rule carries one.
 fn comment_hash(spec: &str) -> Option<String> {
     let start = spec.find("--comment ")? + "--comment ".len();

@@ -132,7 +132,12 @@ impl Hook {
     }
 
     pub fn insert_line(&self) -> String {
-        format!("-I {} 1 -m comment --comment \"{COMMENT_PREFIX}{}\" -j {}", self.kernel_chain, self.hash, self.target)
+        format!("-I {} 1 {}", self.kernel_chain, self.rule_spec())
+    }
+
+    /// The rule after `-A <chain> ` as `iptables-save` shows it (what `-D <chain>` takes).
+    pub fn rule_spec(&self) -> String {
+        format!("-m comment --comment \"{COMMENT_PREFIX}{}\" -j {}", self.hash, self.target)
     }
 }
 

@@ -297,7 +297,7 @@ fn logging_binaries(dir: &std::path::Path, log: &std::path::Path) -> palisade_ag
 }
 
 #[tokio::test]
-async fn a_change_of_set_members_only_runs_one_ipset_restore_and_reads_nothing_back() {
+async fn after_a_successful_sync_nothing_is_read_back_until_a_failure_or_a_repair() {
     let netns = Netns::new();
     let dir = std::env::temp_dir().join(format!("palisade-tools-{}-{}", std::process::id(), netns.name));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -319,6 +319,32 @@ async fn a_change_of_set_members_only_runs_one_ipset_restore_and_reads_nothing_b
     assert_eq!(report.members_added, 1, "{report:?}");
     let runs = std::fs::read_to_string(&log).expect("log");
     assert_eq!(runs, "ipset\n", "one process for the whole change");
+    assert!(netns.owned_sets().contains("add pal4-a-00000000000c1e47 198.18.2.12\n"));
+
+    // A rule change writes one transaction per family and still reads nothing back.
+    std::fs::write(&log, "").expect("truncate");
+    if let Some(rule_set) = plan.rule_sets.get_mut(&rsid(ADMIN_EGRESS)) {
+        rule_set.rules[1].ports = PortMatch::AnyOf(vec![tcp(25, 26)]);
+    }
+    let report = applier.sync(&render(&plan, &render_config())).await.expect("rule change");
+    assert!(report.chains_written > 0, "{report:?}");
+    let runs = std::fs::read_to_string(&log).expect("log");
+    assert!(!runs.contains("save"), "nothing is read back: {runs}");
+    assert!(netns.sh("iptables-save -t filter").contains("--dport 25:26"));
+
+    // After a failed sync nothing is assumed: the next one reads the kernel, and so finds a
+    // member removed behind the agent's back.
+    if let Some(Group::Addresses(members)) = plan.groups.get_mut(&gid(CLIENTS)) {
+        members.insert(ip("198.18.2.13"));
+    }
+    let rendered = render(&plan, &render_config());
+    applier.inject_iptables_fault("-A PAL-NO-SUCH-CHAIN -j ACCEPT");
+    assert!(applier.sync(&rendered).await.is_err(), "the injected line is rejected");
+    netns.sh("ipset del pal4-a-00000000000c1e47 198.18.2.12");
+    std::fs::write(&log, "").expect("truncate");
+    let report = applier.sync(&rendered).await.expect("the retry");
+    assert!(std::fs::read_to_string(&log).expect("log").contains("iptables-save"), "the retry reads the kernel");
+    assert!(report.members_added >= 1, "{report:?}");
     assert!(netns.owned_sets().contains("add pal4-a-00000000000c1e47 198.18.2.12\n"));
 
     // Drift repair still reads the kernel: a member removed behind the agent's back comes back.

@@ -7,9 +7,9 @@
 //!    time until they connect again. Then, with a policy admitting only `role=friend` pods into
 //!    x/a, 50 times: label y/b a friend → time until it connects; remove the label → time until
 //!    it is blocked. Printed as p50/p99/max per change.
-//! 2b. The stages of those changes from the operators' and agents' histograms
+//! 3. The stages of those changes from the operators' and agents' histograms
 //!    (`palisade_operator_stage_seconds`, `palisade_agent_stage_seconds`): p50 and p99 of each.
-//! 3. More API-only pods up to 10,000; once the operators settle, each replica's RSS (VmRSS,
+//! 4. More API-only pods up to 10,000; once the operators settle, each replica's RSS (VmRSS,
 //!    VmHWM) and CPU time (utime + stime) from /proc.
 //!
 //! Run: `cargo bench -p palisade-e2e --bench latency` (root, KUBEBUILDER_ASSETS; set PALISADE_BIN to a
