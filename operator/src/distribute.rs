@@ -109,11 +109,16 @@ impl SharedDistribution {
     }
 
     /// Appends each node's delta to its feed (called by the engine thread, under the index lock).
+    /// Only connected nodes have a feed: a connection starts from a [`Self::snapshot`] read under
+    /// the same lock, so a delta nobody holds a feed for is already in the next snapshot. A feed
+    /// whose connections all ended (or whose Node was deleted) is dropped here, so feeds never
+    /// outgrow the agents connected to this replica.
     fn publish(&self, deltas: BTreeMap<String, PlanDelta>, metrics: &Metrics) {
         let published = Instant::now();
         let mut feeds = self.feeds();
+        feeds.retain(|_, sender| sender.receiver_count() > 0);
         for (node, delta) in deltas {
-            let sender = feeds.entry(node).or_insert_with(|| watch::Sender::new(Arc::new(NodeFeed::default())));
+            let Some(sender) = feeds.get(&node) else { continue };
             sender.send_modify(|feed| {
                 let feed = Arc::make_mut(feed);
                 feed.version += 1;
@@ -185,6 +190,7 @@ pub fn spawn_engine_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::SharedIndex;
 
     fn entry(version: u64) -> FeedEntry {
         FeedEntry { version, delta: Arc::new(PlanDelta::default()), published: Instant::now() }
@@ -207,5 +213,29 @@ mod tests {
         assert_eq!(versions, Some(vec![newest - 1, newest]));
         assert!(feed.since(1).is_none(), "version 2 fell out of the log: a snapshot is needed");
         assert!(feed.since(newest + 1).is_none(), "a version from the future (another replica's) is unknown");
+    }
+
+    fn feed_nodes(distribution: &SharedDistribution) -> Vec<String> {
+        distribution.feeds().keys().cloned().collect()
+    }
+
+    #[test]
+    fn a_node_feed_lives_only_while_a_connection_holds_it() {
+        let distribution = SharedDistribution::new(SharedIndex::new());
+        let metrics = Metrics::default();
+        let deltas = |nodes: &[&str]| nodes.iter().map(|n| ((*n).to_owned(), PlanDelta::default())).collect();
+
+        distribution.publish(deltas(&["n1", "n2"]), &metrics);
+        assert!(feed_nodes(&distribution).is_empty(), "no agent is connected: nothing to keep for anyone");
+
+        let (connection, version, _plan) = distribution.snapshot("n1");
+        assert_eq!(version, 0);
+        distribution.publish(deltas(&["n1", "n2"]), &metrics);
+        assert_eq!(feed_nodes(&distribution), vec!["n1".to_owned()]);
+        assert_eq!(connection.borrow().version, 1, "the connected node got its delta");
+
+        drop(connection);
+        distribution.publish(deltas(&["n2"]), &metrics);
+        assert!(feed_nodes(&distribution).is_empty(), "the connection ended (or its node was deleted): feed dropped");
     }
 }
