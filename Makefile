@@ -45,14 +45,15 @@ crds:
 # Benchmarks print figures (never assert times). The dataplane and end-to-end benches spawn the
 # probe and palisade binaries, built here in the release profile next to the bench executables.
 .PHONY: bench
-bench:
+bench: deps
 	@assets=$$(tests/tools/build-assets.sh | tail -n 1) && \
+	  peers=$$(tests/tools/build-peers.sh | tail -n 1) && \
 	  cargo build --release --locked -p palisade-testkit -p palisade-cli --bins && \
 	  cargo bench --locked -p palisade-engine && \
 	  cargo bench --locked -p palisade-webhook && \
 	  cargo bench --locked -p palisade-agent && \
 	  cargo bench --locked -p palisade-dataplane-tests && \
-	  KUBEBUILDER_ASSETS=$$assets cargo bench --locked -p palisade-e2e
+	  KUBEBUILDER_ASSETS=$$assets PALISADE_PEERS_DIR=$$peers cargo bench --locked -p palisade-e2e
 
 .PHONY: images
 images: deps

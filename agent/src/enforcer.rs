@@ -48,16 +48,13 @@ impl Enforcer {
     /// most (the applier orders its batches for that; see [`crate::apply`]), and nothing is
     /// persisted.
     pub async fn enforce(&mut self, plan: &NodePlan) -> Result<(), ApplyError> {
+        let started = std::time::Instant::now();
         let rendered = render(plan, &self.render_config);
+        let rendered_at = started.elapsed();
         let result = self.applier.sync(&rendered).await;
         self.status.publish_metrics(self.applier.metrics());
         let report = result?;
-        tracing::info!(
-            pods = plan.pods.len(),
-            rule_sets = plan.rule_sets.len(),
-            differences = report.differences(),
-            "plan enforced"
-        );
+        let synced_at = started.elapsed();
         self.enforced = Some((plan.clone(), rendered));
         self.status.mark_ready();
         // The kernel enforces the plan whether or not it reaches the disk; a failed write only
@@ -65,6 +62,15 @@ impl Enforcer {
         if let Err(error) = self.store.save(plan).await {
             tracing::error!(%error, "the enforced plan was not persisted");
         }
+        tracing::info!(
+            pods = plan.pods.len(),
+            rule_sets = plan.rule_sets.len(),
+            differences = report.differences(),
+            render_ms = rendered_at.as_secs_f64() * 1e3,
+            kernel_ms = (synced_at - rendered_at).as_secs_f64() * 1e3,
+            persist_ms = (started.elapsed() - synced_at).as_secs_f64() * 1e3,
+            "plan enforced"
+        );
         Ok(())
     }
 

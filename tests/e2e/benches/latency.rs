@@ -31,6 +31,7 @@ use palisade_conformance::{
     ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol,
 };
 use palisade_e2e::Stack;
+use palisade_e2e::measure::{Footprint, flip_time, percentile};
 use serde_json::json;
 
 const WIRED_PODS: usize = 4;
@@ -151,21 +152,11 @@ impl Load {
     }
 }
 
-/// Probes `from -> to` on TCP/80 until the outcome is `connected`; returns the time from `since`
-/// to the start of the first probe that saw it.
+/// The time from `since` until `from -> to` on TCP/80 holds `connected` (3 probes in a row).
 async fn time_until(stack: &Stack, from: &PodId, to: &PodId, connected: bool, since: Instant) -> Duration {
-    loop {
-        let started = Instant::now();
-        let outcome =
-            stack.cluster().probe(from, to, Protocol::Tcp, 80, PROBE_TIMEOUT).await.expect("probe").expect("tcp");
-        if outcome.is_connected() == connected {
-            return started.saturating_duration_since(since);
-        }
-        assert!(
-            since.elapsed() < FLIP_DEADLINE,
-            "{from} -> {to} did not become connected={connected} within {FLIP_DEADLINE:?}"
-        );
-    }
+    flip_time(stack.cluster(), (from, to), 80, connected, since, (PROBE_TIMEOUT, 3, FLIP_DEADLINE))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Cumulative bucket counts per stage of one histogram family, summed over every endpoint.
@@ -232,14 +223,6 @@ fn print_stages(label: &str, before: &Buckets, after: &Buckets) {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn summary(label: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -253,31 +236,14 @@ fn summary(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
-/// (VmRSS kB, VmHWM kB, CPU seconds) of `pid`.
-fn footprint(pid: u32) -> Option<(u64, u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command: state is field 3; utime 14 and stime 15.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((field("VmRSS:")?, field("VmHWM:")?, (utime + stime) as f64 / ticks))
-}
-
 /// Waits until no replica's CPU time grows for 3 s in a row (the operators have digested the load).
 async fn settle(pids: &[u32]) {
-    let mut last: Vec<f64> = pids.iter().map(|p| footprint(*p).map(|f| f.2).unwrap_or_default()).collect();
+    let mut last: Vec<f64> = pids.iter().map(|p| Footprint::of(*p).map_or(0.0, |f| f.cpu_seconds)).collect();
     let mut quiet = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     while quiet < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now: Vec<f64> = pids.iter().map(|p| footprint(*p).map(|f| f.2).unwrap_or_default()).collect();
+        let now: Vec<f64> = pids.iter().map(|p| Footprint::of(*p).map_or(0.0, |f| f.cpu_seconds)).collect();
         let busy = now.iter().zip(&last).any(|(n, l)| n - l > 0.05);
         quiet = if busy { 0 } else { quiet + 1 };
         last = now;
@@ -287,12 +253,13 @@ async fn settle(pids: &[u32]) {
 fn print_footprints(stack: &Stack, label: &str) {
     for replica in stack.operators() {
         if let Some(pid) = replica.pid() {
-            match footprint(pid) {
-                Some((rss, hwm, cpu)) => println!(
-                    "{label}: operator {} (pid {pid}): VmRSS {:.1} MiB, VmHWM {:.1} MiB, CPU {cpu:.2} s",
+            match Footprint::of(pid) {
+                Some(f) => println!(
+                    "{label}: operator {} (pid {pid}): VmRSS {:.1} MiB, VmHWM {:.1} MiB, CPU {:.2} s",
                     replica.identity,
-                    rss as f64 / 1024.0,
-                    hwm as f64 / 1024.0
+                    f.rss_mib(),
+                    f.hwm_mib(),
+                    f.cpu_seconds
                 ),
                 None => println!("{label}: operator {} (pid {pid}): /proc unreadable", replica.identity),
             }

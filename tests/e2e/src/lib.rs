@@ -31,6 +31,8 @@
 
 pub mod cluster;
 pub mod error;
+pub mod measure;
+pub mod peers;
 pub mod pki;
 pub mod process;
 pub mod proxy;

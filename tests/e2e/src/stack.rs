@@ -46,7 +46,7 @@ pub struct StackOptions {
     pub probe_timeout: Duration,
     /// Probes in flight at once.
     pub probe_parallelism: usize,
-    /// `PALISADE_LOG` of every process.
+    /// `PALISADE_LOG` of every process: the test's own `PALISADE_LOG` if set, else `info`.
     pub log_filter: String,
     /// The plan stream's idle timeout (agents and operators; operators ping at a third of it).
     /// `None` keeps the binaries' defaults.
@@ -61,7 +61,7 @@ impl Default for StackOptions {
             converge_timeout: Duration::from_secs(15),
             probe_timeout: Duration::from_millis(400),
             probe_parallelism: 12,
-            log_filter: "info".to_owned(),
+            log_filter: std::env::var("PALISADE_LOG").unwrap_or_else(|_| "info".to_owned()),
             stream_idle_timeout_seconds: None,
         }
     }
