@@ -379,15 +379,14 @@ impl Stack {
 
     // ----- agents -----
 
-    async fn create_agent(&self, binary: &Path, node: &str) -> Result<NodeAgent> {
-        let net_node = self.cluster.net.node(node)?.clone();
-        let node_ips = vec![IpAddr::V4(net_node.ipv4), IpAddr::V6(net_node.ipv6)];
-        // The DaemonSet pod the agent's token is bound to: host network, on its node.
-        let pod_name = format!("palisade-agent-{node}");
+    /// What the agent DaemonSet gives an agent on `node_object` (a Node in the API): its pod
+    /// (host network, on that node) and a ServiceAccount token bound to the pod, so the
+    /// operator's TokenReview sees the node. Returns the token.
+    async fn agent_pod_token(&self, node_object: &str, pod_name: &str, node_ips: &[IpAddr]) -> Result<String> {
         let pod: K8sPod = from_json(json!({
             "metadata": { "name": pod_name, "namespace": self.system_namespace, "labels": { "app": "palisade-agent" } },
             "spec": {
-                "nodeName": net_node.netns,
+                "nodeName": node_object,
                 "hostNetwork": true,
                 "serviceAccountName": rbac::AGENT_ACCOUNT,
                 "containers": [{ "name": "agent", "image": "palisade.invalid/palisade" }],
@@ -396,10 +395,30 @@ impl Stack {
         let pods: Api<K8sPod> = Api::namespaced(self.client.clone(), &self.system_namespace);
         let created = pods.create(&PostParams::default(), &pod).await?;
         let uid = created.metadata.uid.clone().ok_or_else(|| Error::Setup("agent pod without uid".into()))?;
-        palisade_testkit::mark_pod_running(&self.client, &self.system_namespace, &pod_name, &node_ips, &node_ips)
-            .await?;
-        let token =
-            rbac::token(&self.client, &self.system_namespace, rbac::AGENT_ACCOUNT, Some((&pod_name, &uid))).await?;
+        palisade_testkit::mark_pod_running(&self.client, &self.system_namespace, pod_name, node_ips, node_ips).await?;
+        rbac::token(&self.client, &self.system_namespace, rbac::AGENT_ACCOUNT, Some((pod_name, &uid))).await
+    }
+
+    /// The plan stream endpoint of an agent this process runs itself (a simulated node in a
+    /// bench): the agent pod and bound token of a real one, on `node_object` (a Node the caller
+    /// created), through the operators' Service.
+    pub async fn agent_endpoint(
+        &self,
+        node_object: &str,
+        node_ips: &[IpAddr],
+    ) -> Result<palisade_agent::stream::Endpoint> {
+        let token = self.agent_pod_token(node_object, &format!("palisade-agent-{node_object}"), node_ips).await?;
+        let token_file = self.files.path().join(format!("token-{node_object}"));
+        write_private(&token_file, &token)?;
+        let url = palisade_agent::stream::stream_url(&self.proxy.address().to_string(), node_object)
+            .map_err(|e| Error::Setup(format!("stream url of {node_object}: {e}")))?;
+        Ok(palisade_agent::stream::Endpoint { url, token_file, ca_file: self.tls_dir.join("ca.crt") })
+    }
+
+    async fn create_agent(&self, binary: &Path, node: &str) -> Result<NodeAgent> {
+        let net_node = self.cluster.net.node(node)?.clone();
+        let node_ips = vec![IpAddr::V4(net_node.ipv4), IpAddr::V6(net_node.ipv6)];
+        let token = self.agent_pod_token(&net_node.netns, &format!("palisade-agent-{node}"), &node_ips).await?;
 
         let dir = self.files.path().join(format!("agent-{node}"));
         let state_dir = dir.join("state");
