@@ -52,6 +52,7 @@ use std::collections::BTreeMap;
 use crate::drift::{self, TableChanges};
 use crate::exec::{Binaries, ExecError, Runner, blamed_line};
 use crate::ipset::{self, DesiredIpSets, IpSetChanges, SetRoles};
+use crate::ipset_netlink::{self, IpsetSocket, MemberOp, NetlinkIpsetError};
 use crate::names::Family;
 use crate::render::{DesiredTable, Rendered};
 
@@ -137,9 +138,11 @@ impl SyncReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The tool rejected its input; nothing of that batch was applied. `line` is the tool's own
-    /// blame: parse errors name the bad line, nf_tables commit-time errors (e.g. a missing jump
-    /// target) name the `COMMIT` line.
+    /// The tool rejected its input. `iptables-restore` then applied nothing of the batch;
+    /// `ipset restore` applied the lines before the refused one, and a netlink batch
+    /// ([`crate::ipset_netlink`], tool `ipset (netlink)`) all the others. `line` is the tool's
+    /// own blame: parse errors name the bad line, nf_tables commit-time errors (e.g. a missing
+    /// jump target) name the `COMMIT` line.
     #[error("{tool} rejected line {line:?} ({offending:?}): {stderr}")]
     Restore { tool: String, line: Option<usize>, offending: Option<String>, stderr: String },
     #[error(transparent)]
@@ -157,6 +160,11 @@ pub struct Applier {
     /// What the last reconcile that succeeded left in the kernel; `None` after a start, a failure
     /// or a cleanup. A sync whose chains equal its chains changes set members only.
     in_sync: Option<Rendered>,
+    /// The netlink socket set member changes go through; opened on first use, dropped after a
+    /// socket error (and opened again next time).
+    netlink: Option<IpsetSocket>,
+    /// Opening the socket failed once (logged): `ipset restore` does everything from then on.
+    netlink_unavailable: bool,
 }
 
 impl Applier {
@@ -169,6 +177,8 @@ impl Applier {
             injected_fault: None,
             set_roles: BTreeMap::new(),
             in_sync: None,
+            netlink: None,
+            netlink_unavailable: false,
         }
     }
 
@@ -336,10 +346,71 @@ impl Applier {
         Ok((ipset::parse_save(&saved_sets), drift::parse_save(&saved_v4), saved_v6.as_deref().map(drift::parse_save)))
     }
 
+    /// Runs an `ipset restore` batch; one made only of member changes goes over netlink, with
+    /// no process ([`crate::ipset_netlink`]).
     async fn ipset_restore(&mut self, text: &str) -> Result<(), ApplyError> {
+        if let Some(ops) = ipset_netlink::member_ops(text) {
+            match self.netlink_members(ops).await {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(NetlinkIpsetError::Refused { index, errno })) => {
+                    self.metrics.restore_errors += 1;
+                    let refused = NetlinkIpsetError::Refused { index, errno }.to_string();
+                    let offending = text.lines().filter(|line| !line.trim().is_empty()).nth(index).map(str::to_string);
+                    tracing::error!(?offending, %refused, "ipset netlink batch refused; the sync fails and is retried");
+                    return Err(ApplyError::Restore {
+                        tool: "ipset (netlink)".to_owned(),
+                        line: Some(index + 1),
+                        offending,
+                        stderr: refused,
+                    });
+                }
+                Some(Err(NetlinkIpsetError::Socket(error))) => {
+                    // Member changes are idempotent (-exist): restore replays the whole batch.
+                    tracing::warn!(%error, "ipset netlink socket failed; this batch goes through ipset restore");
+                }
+                None => {}
+            }
+        }
         let program = self.config.binaries.ipset.clone();
         let result = self.runner.run(&program, &["restore", "-exist"], Some(text)).await;
         self.restore_result(result, text)
+    }
+
+    /// Sends member changes over the netlink socket (opening it first if needed), off the async
+    /// workers. `None` when no socket can be had here.
+    async fn netlink_members(&mut self, ops: Vec<MemberOp>) -> Option<Result<(), NetlinkIpsetError>> {
+        if self.netlink_unavailable {
+            return None;
+        }
+        let socket = self.netlink.take();
+        let netns = self.config.netns.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut socket = match socket {
+                Some(socket) => socket,
+                None => match IpsetSocket::open(netns.as_deref()) {
+                    Ok(socket) => socket,
+                    Err(error) => return (None, Err(NetlinkIpsetError::Socket(error)), true),
+                },
+            };
+            let result = socket.apply(&ops);
+            let keep = !matches!(result, Err(NetlinkIpsetError::Socket(_)));
+            (keep.then_some(socket), result, false)
+        })
+        .await;
+        match joined {
+            Ok((socket, result, open_failed)) => {
+                self.netlink = socket;
+                if open_failed {
+                    if let Err(error) = &result {
+                        tracing::warn!(%error, "no ipset netlink socket; set members change through ipset restore");
+                    }
+                    self.netlink_unavailable = true;
+                    return None;
+                }
+                Some(result)
+            }
+            Err(error) => Some(Err(NetlinkIpsetError::Socket(std::io::Error::other(error.to_string())))),
+        }
     }
 
     fn restore_result(&mut self, result: Result<String, ExecError>, input: &str) -> Result<(), ApplyError> {

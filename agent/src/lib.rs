@@ -28,6 +28,7 @@ pub mod enforcer;
 pub mod exec;
 pub mod health;
 pub mod ipset;
+pub mod ipset_netlink;
 pub mod names;
 pub mod render;
 pub mod runtime;

@@ -318,7 +318,7 @@ async fn after_a_successful_sync_nothing_is_read_back_until_a_failure_or_a_repai
     let report = applier.sync(&render(&plan, &render_config())).await.expect("churn");
     assert_eq!(report.members_added, 1, "{report:?}");
     let runs = std::fs::read_to_string(&log).expect("log");
-    assert_eq!(runs, "ipset\n", "one process for the whole change");
+    assert_eq!(runs, "", "a members-only change forks no process: it goes over ipset netlink");
     assert!(netns.owned_sets().contains("add pal4-a-00000000000c1e47 198.18.2.12\n"));
 
     // A rule change writes one transaction per family and still reads nothing back.
@@ -353,4 +353,43 @@ async fn after_a_successful_sync_nothing_is_read_back_until_a_failure_or_a_repai
     assert_eq!(repaired.members_added, 1, "{repaired:?}");
     assert!(netns.owned_sets().contains("add pal4-a-00000000000c1e47 198.18.2.12\n"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn netlink_member_changes_match_what_ipset_restore_would_leave() {
+    use palisade_agent::ipset_netlink::{IpsetSocket, NetlinkIpsetError, member_ops};
+    let netns = Netns::new();
+    netns.sh("ipset create t-ip hash:ip family inet && ipset create t-net hash:net family inet \
+         && ipset create t-port hash:ip,port family inet6 && ipset add t-ip 198.18.0.9");
+    let mut socket = IpsetSocket::open(Some(&netns.name)).expect("a netlink socket in the namespace");
+    let batch = "add t-ip 198.18.0.1\nadd t-ip 198.18.0.1\ndel t-ip 198.18.0.9\ndel t-ip 198.18.0.77\n\
+                 add t-net 198.18.0.0/16\nadd t-net 198.18.4.0/24 nomatch\n\
+                 add t-port fd00:198::5,tcp:8080\nadd t-port fd00:198::5,udp:53\n";
+    let ops = member_ops(batch).expect("member lines");
+    socket.apply(&ops).expect("the kernel takes the batch (-exist: repeats and absent deletes are fine)");
+    let saved = netns.sh("ipset save");
+    for line in [
+        "add t-ip 198.18.0.1\n",
+        "add t-net 198.18.0.0/16\n",
+        "add t-net 198.18.4.0/24 nomatch\n",
+        "add t-port fd00:198::5,tcp:8080\n",
+        "add t-port fd00:198::5,udp:53\n",
+    ] {
+        assert!(saved.contains(line), "missing {line:?} in:\n{saved}");
+    }
+    assert!(!saved.contains("198.18.0.9"), "deleted:\n{saved}");
+
+    // Re-adding without nomatch clears the flag, as `ipset restore -exist` does.
+    socket.apply(&member_ops("add t-net 198.18.4.0/24\n").expect("ops")).expect("flag update");
+    assert!(netns.sh("ipset save t-net").contains("add t-net 198.18.4.0/24\n"));
+
+    // A refusal names the operation; the others of the batch still apply.
+    let refused = socket.apply(&member_ops("add t-ip 198.18.0.2\nadd no-such-set 198.18.0.3\n").expect("ops"));
+    match refused {
+        Err(NetlinkIpsetError::Refused { index, errno }) => {
+            assert_eq!((index, errno), (1, libc::ENOENT), "the second operation, no such set");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(netns.sh("ipset save t-ip").contains("add t-ip 198.18.0.2\n"));
 }
