@@ -31,7 +31,7 @@ use palisade_conformance::{
     ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol,
 };
 use palisade_e2e::Stack;
-use palisade_e2e::measure::{Footprint, flip_time, percentile};
+use palisade_e2e::measure::{Footprint, flip_time, percentile, settle_cpu};
 use serde_json::json;
 
 const WIRED_PODS: usize = 4;
@@ -236,20 +236,6 @@ fn summary(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
-/// Waits until no replica's CPU time grows for 3 s in a row (the operators have digested the load).
-async fn settle(pids: &[u32]) {
-    let mut last: Vec<f64> = pids.iter().map(|p| Footprint::of(*p).map_or(0.0, |f| f.cpu_seconds)).collect();
-    let mut quiet = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while quiet < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now: Vec<f64> = pids.iter().map(|p| Footprint::of(*p).map_or(0.0, |f| f.cpu_seconds)).collect();
-        let busy = now.iter().zip(&last).any(|(n, l)| n - l > 0.05);
-        quiet = if busy { 0 } else { quiet + 1 };
-        last = now;
-    }
-}
-
 fn print_footprints(stack: &Stack, label: &str) {
     for replica in stack.operators() {
         if let Some(pid) = replica.pid() {
@@ -291,7 +277,7 @@ async fn bench() {
         loading.elapsed().as_secs_f64()
     );
     let pids: Vec<u32> = stack.operators().iter().filter_map(|r| r.pid()).collect();
-    settle(&pids).await;
+    settle_cpu(&pids, Duration::from_secs(300)).await;
     let node_plan = stack.persisted_plan("n1").await.ok().flatten();
     if let Some(plan) = node_plan {
         println!(
@@ -377,7 +363,7 @@ async fn bench() {
     let growing = Instant::now();
     load.grow_pods(&client, PODS_FOR_FOOTPRINT - WIRED_PODS).await;
     println!("grew to {PODS_FOR_FOOTPRINT} pods in {:.1} s", growing.elapsed().as_secs_f64());
-    settle(&pids).await;
+    settle_cpu(&pids, Duration::from_secs(300)).await;
     print_footprints(&stack, "at 10,000 pods / 500 policies");
     drop(stack);
 }

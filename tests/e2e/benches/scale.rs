@@ -28,7 +28,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use palisade_conformance::model::{labels, namespace_labels};
 use palisade_conformance::{ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Protocol};
-use palisade_e2e::measure::{Footprint, percentile};
+use palisade_e2e::measure::{Footprint, percentile, settle_cpu};
 use palisade_e2e::{Stack, StackOptions};
 use palisade_engine::plan::{Group, NodePlan};
 use palisade_protocol::{AgentMessage, OperatorMessage, StreamVersion, encode, policies_in};
@@ -285,6 +285,8 @@ async fn bench() {
     let client_for = client.clone();
     in_parallel(pods, move |index| create_pod(client_for.clone(), index, nodes)).await;
     println!("{pods} pods in {:.1} s", phase.elapsed().as_secs_f64());
+    let digested = settle_cpu(&[operator], Duration::from_secs(1800)).await;
+    println!("the operator went quiet {:.1} s after the last pod", digested.as_secs_f64());
     let footprint = Footprint::of(operator);
     if let Some(f) = footprint {
         println!(
@@ -320,6 +322,8 @@ async fn bench() {
             recorder.bytes as f64 / 1048576.0
         );
     }
+    let digested = settle_cpu(&[operator], Duration::from_secs(600)).await;
+    println!("the operator went quiet {:.1} s after the agents connected", digested.as_secs_f64());
     let cpu_before = Footprint::of(operator).map_or(0.0, |f| f.cpu_seconds);
 
     // The events: a pod joins the groups of its namespace's policies, then leaves.

@@ -222,6 +222,24 @@ impl Footprint {
     }
 }
 
+/// Waits until none of `pids` gains more than 50 ms of CPU time in a second, 3 seconds in a row
+/// (the processes have digested what was sent to them), at most `deadline`; returns how long
+/// that took.
+pub async fn settle_cpu(pids: &[u32], deadline: Duration) -> Duration {
+    let started = Instant::now();
+    let cpu = || pids.iter().map(|p| Footprint::of(*p).map_or(0.0, |f| f.cpu_seconds)).collect::<Vec<f64>>();
+    let mut last = cpu();
+    let mut quiet = 0;
+    while quiet < 3 && started.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu();
+        let busy = now.iter().zip(&last).any(|(n, l)| n - l > 0.05);
+        quiet = if busy { 0 } else { quiet + 1 };
+        last = now;
+    }
+    started.elapsed()
+}
+
 /// The nearest-rank percentile `p` (0–100) of sorted samples; zero for none.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
