@@ -341,7 +341,7 @@ pub fn is_owned_set(name: &str) -> bool {
     Family::ALL.iter().any(|family| name.starts_with(family.set_prefix()))
 }
 
-fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
+pub(crate) fn parse_member(set_type: &str, words: &[&str]) -> Option<Member> {
     let first = *words.first()?;
     match set_type {
         "hash:ip" => first.parse().ok().map(Member::Ip),

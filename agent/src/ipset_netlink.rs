@@ -16,7 +16,6 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use ipnet::IpNet;
 use palisade_engine::model::Protocol;
 
 use crate::ipset::Member;
@@ -90,28 +89,24 @@ pub fn member_ops(text: &str) -> Option<Vec<MemberOp>> {
     Some(ops)
 }
 
-/// The member syntax our restore lines use (see [`Member`]'s `Display`): `ip`, `net/len
-/// [nomatch]`, `ip,proto:port`. A `list:set` member (a set name) is not parsed.
+/// The member of a restore line, read by the set type its syntax implies (see [`Member`]'s
+/// `Display`: `ip`, `net/len [nomatch]`, `ip,proto:port`), with the parser that reads
+/// `ipset save`. Anything else after the member (a timeout, say), a `list:set` member (a set
+/// name) and ICMP are not read.
 fn parse_member(text: &str, rest: &[&str]) -> Option<Member> {
-    let nomatch = match rest {
-        [] => false,
-        ["nomatch"] => true,
-        _ => return None,
+    let set_type = if text.contains(',') {
+        "hash:ip,port"
+    } else if text.contains('/') {
+        "hash:net"
+    } else {
+        "hash:ip"
     };
-    if let Some((ip, protocol_port)) = text.split_once(',') {
-        let (protocol, port) = protocol_port.split_once(':')?;
-        let protocol = match protocol {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            "sctp" => Protocol::Sctp,
-            _ => return None,
-        };
-        return (!nomatch).then_some(Member::IpPort { ip: ip.parse().ok()?, protocol, port: port.parse().ok()? });
+    let nomatch_allowed = set_type == "hash:net" && rest == ["nomatch"];
+    if !rest.is_empty() && !nomatch_allowed {
+        return None;
     }
-    if text.contains('/') {
-        return Some(Member::Net { net: text.parse::<IpNet>().ok()?, nomatch });
-    }
-    (!nomatch).then_some(Member::Ip(text.parse().ok()?))
+    let words: Vec<&str> = std::iter::once(text).chain(rest.iter().copied()).collect();
+    crate::ipset::parse_member(set_type, &words)
 }
 
 /// A netlink socket bound to one network namespace's ipset subsystem.

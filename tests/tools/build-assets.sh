@@ -12,6 +12,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 kube_version=$(awk '$1=="k8s.io/kubernetes" {print $2}' "$here/kube/go.mod" | head -n1)
 etcd_version=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2}' "$here/etcd/go.mod" | head -n1)
 helm_version=$(awk '$1=="helm.sh/helm/v3" {print $2}' "$here/helm/go.mod" | head -n1)
@@ -40,18 +42,11 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" &&
   exit 0
 fi
 
-cache_root=${PALISADE_ASSETS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/palisade/assets}
 dest="$cache_root/kube-$kube_version-etcd-$etcd_version-helm-$helm_version"
 # The cluster tools live beside the control plane, keyed by their own versions too.
 tools="cni-$cni_version-crictl-$crictl_version"
 mkdir -p "$dest"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
-timed() { # name, then the command: prints how long each build took
-  local name=$1 start; shift; start=$(date +%s)
-  "$@"
-  echo "built $name in $(( $(date +%s) - start ))s" >&2
-}
 
 if [[ ! -x "$dest/etcd" ]]; then
   (cd "$here/etcd" && timed etcd go build -trimpath \

@@ -10,21 +10,16 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 router_version=$(awk '$1=="require" && $2=="github.com/cloudnativelabs/kube-router/v2" {print $3}' "$here/kube-router/go.mod")
 knp_version=$(awk '$1=="require" && $2=="sigs.k8s.io/kube-network-policies" {print $3}' "$here/knp/go.mod")
 patches=("$here"/knp/*.patch)
 patch_hash=$(cat "${patches[@]}" | sha256sum | cut -c1-12)
 
-cache_root=${PALISADE_ASSETS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/palisade/assets}
 dest="$cache_root/peers-kube-router-$router_version-knp-$knp_version-$patch_hash"
 mkdir -p "$dest"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
-timed() { # name, then the command: prints how long each build took
-  local name=$1 start; shift; start=$(date +%s)
-  "$@"
-  echo "built $name in $(( $(date +%s) - start ))s" >&2
-}
 
 if [[ ! -x "$dest/kube-router" ]]; then
   (cd "$here/kube-router" && timed "kube-router $router_version" go build -trimpath \

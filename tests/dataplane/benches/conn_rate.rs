@@ -9,12 +9,11 @@
 //! 1,000 admin policies deny namespaces that do not exist, in priority order, and a NetworkPolicy
 //! allows the source. Rendered one rule set after another, every SYN would walk all 1,000.
 
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use palisade_dataplane_tests::Testbed;
-use palisade_dataplane_tests::palisade_testkit::{ClusterSpec, Family, Port, netns};
+use palisade_dataplane_tests::palisade_testkit::{self, ClusterSpec, Family, Port, netns};
 use palisade_dataplane_tests::policies::*;
 use palisade_engine::model::{CnpAction, CnpPeer, Policy, PolicyType, Protocol, Tier};
 
@@ -82,25 +81,8 @@ fn admin_policies() -> Vec<Policy> {
 /// Connections completed (connect, read the greeting to EOF, close) in `RUN`, from one thread in
 /// the client pod's namespace.
 fn connection_rate(client_netns: &str, target: SocketAddr) -> Result<f64, Box<dyn std::error::Error>> {
-    let (completed, failed, elapsed) = netns::in_netns(client_netns, move || {
-        let (mut completed, mut failed) = (0u64, 0u64);
-        let mut greeting = Vec::with_capacity(64);
-        let start = Instant::now();
-        while start.elapsed() < RUN {
-            match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-                Ok(mut stream) => {
-                    greeting.clear();
-                    if stream.read_to_end(&mut greeting).is_ok() {
-                        completed += 1;
-                    } else {
-                        failed += 1;
-                    }
-                }
-                Err(_) => failed += 1,
-            }
-        }
-        (completed, failed, start.elapsed())
-    })?;
+    let (completed, failed, elapsed) =
+        netns::in_netns(client_netns, move || palisade_testkit::connection_rate_blocking(target, RUN))?;
     if failed > 0 {
         println!("  ({failed} connections failed)");
     }

@@ -26,12 +26,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use palisade_conformance::k8s::{policy, with_ingress};
-use palisade_conformance::model::{labels, namespace_labels};
-use palisade_conformance::{
-    ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, Object, ObjectRef, PodId, Protocol,
-};
+use palisade_conformance::{Object, ObjectRef, PodId};
 use palisade_e2e::Stack;
-use palisade_e2e::measure::{Footprint, flip_time, percentile, settle_cpu};
+use palisade_e2e::measure::{Footprint, flip_time, percentile, settle_cpu, wired_model};
 use serde_json::json;
 
 const WIRED_PODS: usize = 4;
@@ -42,32 +39,6 @@ const LOAD_NAMESPACES: usize = 50;
 /// A denied probe costs this; it bounds the resolution of the "connects again" direction.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(30);
 const FLIP_DEADLINE: Duration = Duration::from_secs(30);
-
-fn model() -> Model {
-    let ports = vec![ContainerPort { name: Some("serve-80-tcp".into()), protocol: Protocol::Tcp, port: 80 }];
-    Model {
-        nodes: (1..=4)
-            .map(|i| ModelNode {
-                name: format!("n{i}"),
-                labels: labels(&[("kubernetes.io/hostname", &format!("n{i}")), ("kubernetes.io/os", "linux")]),
-            })
-            .collect(),
-        namespaces: ["x", "y"]
-            .iter()
-            .map(|ns| ModelNamespace { name: (*ns).into(), labels: namespace_labels(ns, &[("ns", ns)]) })
-            .collect(),
-        pods: [("x", "a"), ("x", "b"), ("y", "a"), ("y", "b")]
-            .iter()
-            .map(|(ns, name)| ModelPod {
-                namespace: (*ns).into(),
-                name: (*name).into(),
-                labels: labels(&[("pod", name)]),
-                ports: ports.clone(),
-                host_network: false,
-            })
-            .collect(),
-    }
-}
 
 /// The `index`-th API-only pod's address: 198.19.0.0/17, which nothing routes.
 fn fake_ip(index: usize) -> IpAddr {
@@ -261,7 +232,7 @@ fn main() {
 async fn bench() {
     let iterations: usize = std::env::var("E2E_BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let started = Instant::now();
-    let mut stack = Stack::start(&model()).await.unwrap_or_else(|e| panic!("stack start: {e}"));
+    let mut stack = Stack::start(&wired_model(4)).await.unwrap_or_else(|e| panic!("stack start: {e}"));
     println!("stack: 4 nodes, 2 operator replicas, 4 agents up in {:.1} s", started.elapsed().as_secs_f64());
     let client = stack.client();
     let run = stack.cluster().net.run_id().trim_start_matches("pal-").to_owned();

@@ -28,9 +28,10 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use palisade_conformance::model::{labels, namespace_labels};
-use palisade_conformance::{ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, PodId, Protocol};
-use palisade_e2e::measure::{Footprint, KernelFigures, connection_rate, flip_time, percentile, settled_kernels};
+use palisade_conformance::PodId;
+use palisade_e2e::measure::{
+    Footprint, KernelFigures, connection_rate, flip_time, percentile, settled_kernels, wired_model,
+};
 use palisade_e2e::peers::{Enforced, Enforcer, peer_binaries};
 use serde_json::json;
 
@@ -41,33 +42,6 @@ const STREAK: usize = 3;
 const FLIP_DEADLINE: Duration = Duration::from_secs(60);
 const RATE_RUN: Duration = Duration::from_secs(2);
 const RATE_ROUNDS: usize = 5;
-
-fn model() -> Model {
-    let ports = vec![ContainerPort { name: Some("serve-80-tcp".into()), protocol: Protocol::Tcp, port: 80 }];
-    Model {
-        nodes: (1..=2)
-            .map(|i| ModelNode {
-                name: format!("n{i}"),
-                labels: labels(&[("kubernetes.io/hostname", &format!("n{i}")), ("kubernetes.io/os", "linux")]),
-            })
-            .collect(),
-        namespaces: ["x", "y"]
-            .iter()
-            .map(|ns| ModelNamespace { name: (*ns).into(), labels: namespace_labels(ns, &[("ns", ns)]) })
-            .collect(),
-        // Round-robin over the nodes in this order: x/a n1, x/b n2, y/a n1, y/b n2.
-        pods: [("x", "a"), ("x", "b"), ("y", "a"), ("y", "b")]
-            .iter()
-            .map(|(ns, name)| ModelPod {
-                namespace: (*ns).into(),
-                name: (*name).into(),
-                labels: labels(&[("pod", name)]),
-                ports: ports.clone(),
-                host_network: false,
-            })
-            .collect(),
-    }
-}
 
 /// What one enforcer showed at one policy level.
 struct Level {
@@ -137,7 +111,7 @@ async fn run(
     samples: usize,
     seen: &mut Vec<Level>,
 ) -> Result<(), String> {
-    let enforced = Enforced::start(enforcer, &model(), peers).await.map_err(|e| format!("start: {e}"))?;
+    let enforced = Enforced::start(enforcer, &wired_model(2), peers).await.map_err(|e| format!("start: {e}"))?;
     let measured = measure(&enforced, levels, samples, seen).await;
     if let Some(dir) = std::env::var_os("PEERS_KEEP_LOGS") {
         let dir = std::path::PathBuf::from(dir).join(enforcer.name());

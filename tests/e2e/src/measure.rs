@@ -2,14 +2,42 @@
 //! a second get through, what a node's kernel holds, and what a process costs. The benches print
 //! these figures; nothing here asserts a time.
 
-use std::io::Read as _;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use palisade_conformance::{PodId, Protocol};
+use palisade_conformance::model::{labels, namespace_labels};
+use palisade_conformance::{ContainerPort, Model, ModelNamespace, ModelNode, ModelPod, PodId, Protocol};
 
 use crate::cluster::ModelCluster;
 use crate::error::{Error, Result};
+
+/// The benches' wired pods: x/a, x/b, y/a, y/b (labelled `pod=<name>`, serving TCP 80) over
+/// `nodes` nodes `n1`… (round robin in that order), namespaces labelled `ns=<name>`.
+pub fn wired_model(nodes: usize) -> Model {
+    let ports = vec![ContainerPort { name: Some("serve-80-tcp".into()), protocol: Protocol::Tcp, port: 80 }];
+    Model {
+        nodes: (1..=nodes)
+            .map(|i| ModelNode {
+                name: format!("n{i}"),
+                labels: labels(&[("kubernetes.io/hostname", &format!("n{i}")), ("kubernetes.io/os", "linux")]),
+            })
+            .collect(),
+        namespaces: ["x", "y"]
+            .iter()
+            .map(|ns| ModelNamespace { name: (*ns).into(), labels: namespace_labels(ns, &[("ns", ns)]) })
+            .collect(),
+        pods: [("x", "a"), ("x", "b"), ("y", "a"), ("y", "b")]
+            .iter()
+            .map(|(ns, name)| ModelPod {
+                namespace: (*ns).into(),
+                name: (*name).into(),
+                labels: labels(&[("pod", name)]),
+                ports: ports.clone(),
+                host_network: false,
+            })
+            .collect(),
+    }
+}
 
 /// Probes `from -> to` on TCP `port` back to back until `streak` probes in a row see
 /// `connected`; returns the time from `since` to the start of the first probe of that streak.
@@ -69,23 +97,7 @@ pub async fn connection_rate(
         .ok_or_else(|| Error::Setup(format!("{to} has no IPv4")))?;
     let target = SocketAddr::new(target, port);
     let (completed, failed, elapsed) = palisade_testkit::netns::in_netns_async(&netns, move || {
-        let (mut completed, mut failed) = (0u64, 0u64);
-        let mut greeting = Vec::with_capacity(64);
-        let start = Instant::now();
-        while start.elapsed() < run {
-            match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
-                Ok(mut stream) => {
-                    greeting.clear();
-                    if stream.read_to_end(&mut greeting).is_ok() {
-                        completed += 1;
-                    } else {
-                        failed += 1;
-                    }
-                }
-                Err(_) => failed += 1,
-            }
-        }
-        (completed, failed, start.elapsed())
+        palisade_testkit::connection_rate_blocking(target, run)
     })
     .await?;
     Ok((completed as f64 / elapsed.as_secs_f64(), failed))

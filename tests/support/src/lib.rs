@@ -79,6 +79,6 @@ pub use control_plane::{
 pub use error::{Error, Result};
 pub use matrix::{MatrixDiff, Mismatch, Reachability};
 pub use pki::serving_certificate;
-pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol};
+pub use probe::{DEFAULT_PROBE_TIMEOUT, ProbeOutcome, Protocol, connection_rate_blocking};
 pub use process::{ManagedProcess, log_tail, workspace_binary};
 pub use real_cluster::{IMAGES, RealCluster, images_dir, repository_root};

@@ -107,6 +107,29 @@ impl fmt::Display for ProbeOutcome {
 }
 
 /// Probes `target` from the calling thread's network namespace, blocking up to about `timeout`.
+/// New TCP connections made back to back for `run` (connect, read the probe server's greeting
+/// to EOF, close), from the calling thread's namespace: `(completed, failed, elapsed)`. Blocking;
+/// the benches measure new-connection rates with it.
+pub fn connection_rate_blocking(target: SocketAddr, run: Duration) -> (u64, u64, Duration) {
+    let (mut completed, mut failed) = (0u64, 0u64);
+    let mut greeting = Vec::with_capacity(64);
+    let start = Instant::now();
+    while start.elapsed() < run {
+        match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            Ok(mut stream) => {
+                greeting.clear();
+                if stream.read_to_end(&mut greeting).is_ok() {
+                    completed += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    (completed, failed, start.elapsed())
+}
+
 pub fn probe_blocking(target: SocketAddr, protocol: Protocol, timeout: Duration) -> ProbeOutcome {
     match protocol {
         Protocol::Tcp => probe_tcp(target, timeout),
