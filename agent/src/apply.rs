@@ -10,10 +10,13 @@
 //!    only chains whose `pal:` hashes differ, deleting our orphans and fixing our hook rules;
 //! 3. only once every family committed: one batch with the rest of the set changes (additions to
 //!    sets that allow, removals from sets that deny, swaps of rebuilt sets);
-//! 4. one batch destroying our sets nothing refers to any more.
+//! 4. one transaction per family removing what nothing reaches any more: our orphaned chains,
+//!    and dispatch rules of addresses that left isolation in 3 ([`drift::rewrites_that_can_wait`]);
+//! 5. one batch destroying our sets nothing refers to any more.
 //!
-//! When no iptables line differs (pod churn), 1 and 3 are one batch and no iptables line is written:
-//! after a successful sync that is one `ipset restore`, the only process forked. Not reading back
+//! When step 2 has nothing to write (pod churn; a pod that no policy isolates any more, say its
+//! last policy was deleted), 1 and 3 are one batch, sent over netlink: a change that only opens
+//! is in force before any process is forked, and step 4 tidies up behind it. Not reading back
 //! is safe because drift repair always reads the kernel (a foreign change is found within the
 //! resync period), and a restore that fails on state that drifted forgets what was assumed, so
 //! the retry reads ([`Applier::sync`]).
@@ -34,7 +37,8 @@
 //! - fewer members in sets that only allow, more in sets that only deny: less is allowed.
 //!
 //! If one family commits and the other is rejected, step 3 is skipped too: the committed family runs
-//! the new rules against members that are, again, only tighter than the new plan's.
+//! the new rules against members that are, again, only tighter than the new plan's. A rejected
+//! step 4 leaves the new plan in force with unreachable leftovers; the retry reads the kernel.
 //!
 //! On the success path, while the old rules run (before step 2) every set change made so far can
 //! only tighten them, and while the new rules run (until step 3 lands) every change still missing
@@ -47,7 +51,7 @@
 //! Dropping the applier or stopping the agent leaves every rule in force: the node fails static,
 //! never open. Only [`Applier::cleanup`] removes what we own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::drift::{self, TableChanges};
 use crate::exec::{Binaries, ExecError, Runner, blamed_line};
@@ -77,6 +81,7 @@ impl Default for ApplyConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metrics {
     pub syncs: u64,
+    /// Rejected restores and netlink batches, each family's transaction counted on its own.
     pub restore_errors: u64,
     /// Drifted objects fixed by [`Applier::check_and_repair`].
     pub repairs: u64,
@@ -89,6 +94,8 @@ pub struct Metrics {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
     pub iptables_lines: usize,
+    /// Of which written once the sets loosened: removals nothing could reach any more.
+    pub iptables_cleanup_lines: usize,
     pub ipset_lines: usize,
     pub chains_written: usize,
     pub chains_deleted: usize,
@@ -119,6 +126,7 @@ impl SyncReport {
 
     fn add_table(&mut self, changes: &TableChanges) {
         self.iptables_lines += changes.lines;
+        self.iptables_cleanup_lines += changes.cleanup_lines;
         self.chains_written += changes.chains_written;
         self.chains_deleted += changes.chains_deleted;
         self.hooks_inserted += changes.hooks_inserted;
@@ -240,7 +248,6 @@ impl Applier {
     ) -> Result<SyncReport, ApplyError> {
         self.in_sync = None;
         let mut report = SyncReport::default();
-        let binaries = self.config.binaries.clone();
         let program_ipv6 = self.config.ipv6;
         let (kernel_sets, kernel_v4, kernel_v6) = match assumed {
             Some(synced) => (
@@ -256,10 +263,19 @@ impl Applier {
         report.add_ipsets(&set_changes);
 
         let mut transactions: Vec<(Family, String)> = Vec::new();
+        let mut cleanups: Vec<(Family, String)> = Vec::new();
         for (family, kernel) in [(Family::V4, Some(kernel_v4)), (Family::V6, kernel_v6)] {
             let Some(kernel) = kernel else { continue };
             let changes = match tables {
-                Some([v4, v6]) => drift::plan_changes(if family == Family::V4 { v4 } else { v6 }, &kernel),
+                Some([v4, v6]) => {
+                    let desired = if family == Family::V4 { v4 } else { v6 };
+                    let can_wait = match assumed {
+                        Some(synced) => drift::rewrites_that_can_wait(synced.table(family), desired, desired_sets),
+                        // Read back: the old rules are known by hash only, so no rewrite waits.
+                        None => BTreeSet::new(),
+                    };
+                    drift::plan_changes(desired, &kernel, &can_wait)
+                }
                 None => drift::plan_cleanup(&kernel),
             };
             let mut text = changes.text.clone();
@@ -274,28 +290,54 @@ impl Applier {
             if !text.is_empty() {
                 transactions.push((family, text));
             }
+            if !changes.cleanup.is_empty() {
+                cleanups.push((family, changes.cleanup));
+            }
         }
         self.injected_fault = None;
 
         if transactions.is_empty() {
-            // Nothing in iptables changes (pod churn): both phases are one batch.
+            // Nothing in iptables must change first (pod churn, a pod leaving isolation): both
+            // phases are one batch.
             let update = format!("{}{}", set_changes.before, set_changes.after);
             if !update.is_empty() {
                 self.ipset_restore(&update).await?;
             }
-        } else if !set_changes.before.is_empty() {
-            self.ipset_restore(&set_changes.before).await?;
+        } else {
+            if !set_changes.before.is_empty() {
+                self.ipset_restore(&set_changes.before).await?;
+            }
+            // Every family must have committed before the set changes that loosen anything run.
+            self.run_transactions(&transactions).await?;
+            if !set_changes.after.is_empty() {
+                self.ipset_restore(&set_changes.after).await?;
+            }
         }
+        // What nothing reaches any more, once the new plan is in force.
+        self.run_transactions(&cleanups).await?;
 
-        // IPv4 and IPv6 are separate tables: their transactions run concurrently, and each is
-        // atomic on its own (one family may apply while the other is rejected; the retry converges).
+        if !set_changes.destroy.is_empty() {
+            self.ipset_restore(&set_changes.destroy).await?;
+        }
+        self.set_roles = desired_sets.roles();
+        self.metrics.lines_written += report.iptables_lines as u64;
+        self.metrics.ipset_lines_written += report.ipset_lines as u64;
+        tracing::debug!(?report, "dataplane reconciled");
+        Ok(report)
+    }
+
+    /// Runs one `iptables-restore --noflush` transaction per family. IPv4 and IPv6 are separate
+    /// tables: their transactions run concurrently, and each is atomic on its own (one family may
+    /// apply while the other is rejected; the retry converges). Fails if any was rejected.
+    async fn run_transactions(&mut self, transactions: &[(Family, String)]) -> Result<(), ApplyError> {
+        let binaries = &self.config.binaries;
         let wait = format!("--wait={}", self.config.wait_seconds);
         let program = |family: Family| match family {
             Family::V4 => binaries.iptables_restore.as_path(),
             Family::V6 => binaries.ip6tables_restore.as_path(),
         };
         let runner = &self.runner;
-        let results = match transactions.as_slice() {
+        let results = match transactions {
             [] => Vec::new(),
             [(family, text)] => vec![run_restore(runner, program(*family), &wait, text).await],
             [(first, first_text), (second, second_text), ..] => {
@@ -306,22 +348,14 @@ impl Applier {
                 vec![a, b]
             }
         };
-        // Every family must have committed before the set changes that loosen anything run.
-        for (result, (_, text)) in results.into_iter().zip(&transactions) {
-            self.restore_result(result, text)?;
+        let mut outcome = Ok(());
+        for (result, (_, text)) in results.into_iter().zip(transactions) {
+            let checked = self.restore_result(result, text);
+            if outcome.is_ok() {
+                outcome = checked;
+            }
         }
-        if !transactions.is_empty() && !set_changes.after.is_empty() {
-            self.ipset_restore(&set_changes.after).await?;
-        }
-
-        if !set_changes.destroy.is_empty() {
-            self.ipset_restore(&set_changes.destroy).await?;
-        }
-        self.set_roles = desired_sets.roles();
-        self.metrics.lines_written += report.iptables_lines as u64;
-        self.metrics.ipset_lines_written += report.ipset_lines as u64;
-        tracing::debug!(?report, "dataplane reconciled");
-        Ok(report)
+        outcome
     }
 
     /// Our sets and both families' filter tables, read concurrently (the reads dominate a sync

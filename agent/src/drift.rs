@@ -5,10 +5,14 @@
 //! chain is identified by the ordered list of its rules' `pal:` hashes, so comparing costs no
 //! parsing of matches and a flushed, edited or reordered chain shows up as a mismatch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
-use crate::names::{CHAIN_PREFIX, COMMENT_PREFIX, Family};
+use palisade_engine::plan::Direction;
+
+use crate::ipset::{DesiredIpSets, Member};
+use crate::names::{CHAIN_PREFIX, COMMENT_PREFIX, EGRESS_DISPATCH, Family, INGRESS_DISPATCH, isolation_set};
 use crate::render::{DesiredTable, Hook};
 
 /// Our part of the kernel's filter table.
@@ -105,13 +109,20 @@ fn comment_hash(spec: &str) -> Option<String> {
     Some(hash.chars().take_while(char::is_ascii_alphanumeric).collect())
 }
 
-/// One `iptables-restore --noflush` transaction and what it does.
+/// The `iptables-restore --noflush` transactions of one family and what they do: `text` runs
+/// before the set changes that loosen, `cleanup` after them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableChanges {
     /// Empty when the kernel already matches: no restore is run at all.
     pub text: String,
-    /// Lines of the transaction other than `*filter` and `COMMIT`.
+    /// Removals that nothing the new plan runs can reach: our orphaned chains, and the rewrites
+    /// [`rewrites_that_can_wait`] found. Run once the sets loosened, so that a change that only
+    /// opens (a policy deleted, a pod no longer selected) opens at the speed of a set change.
+    pub cleanup: String,
+    /// Lines of both transactions other than `*filter` and `COMMIT`.
     pub lines: usize,
+    /// Of which in `cleanup`.
+    pub cleanup_lines: usize,
     pub chains_written: usize,
     pub chains_deleted: usize,
     pub hooks_inserted: usize,
@@ -126,9 +137,45 @@ impl TableChanges {
     }
 }
 
-pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChanges {
+/// The chains whose rewrite from `old` (what the last sync left) to `new` may wait until the
+/// set changes of the sync have run: dispatch chains that only lose rules sending an address to
+/// its pod chain, where `new_sets` no longer isolates that address. Such a rule is reached only
+/// by packets of an address still in the isolation set; until the set change lands they meet
+/// the old pod chain (kept: orphans wait too), and afterwards nothing reaches the rule. The
+/// new plan allows every packet it could judge, so nothing passes that the new plan denies.
+pub fn rewrites_that_can_wait(old: &DesiredTable, new: &DesiredTable, new_sets: &DesiredIpSets) -> BTreeSet<String> {
+    let mut can_wait = BTreeSet::new();
+    for (chain, direction) in [(INGRESS_DISPATCH, Direction::Ingress), (EGRESS_DISPATCH, Direction::Egress)] {
+        let (Some(old_rules), Some(new_rules)) = (old.chains.get(chain), new.chains.get(chain)) else { continue };
+        let isolated = new_sets.sets.get(&isolation_set(new.family, direction));
+        let still_isolated = |ip: &IpAddr| isolated.is_some_and(|set| set.members.contains(&Member::Ip(*ip)));
+        // The new rules must be the old ones with some removed, in order.
+        let mut kept = new_rules.iter().peekable();
+        let mut only_unreachable_removed = true;
+        for rule in old_rules {
+            if kept.peek().is_some_and(|next| next.hash == rule.hash) {
+                kept.next();
+                continue;
+            }
+            let unreachable = old.pod_dispatch.get(&rule.hash).is_some_and(|ip| !still_isolated(ip));
+            if !unreachable {
+                only_unreachable_removed = false;
+                break;
+            }
+        }
+        if only_unreachable_removed && kept.next().is_none() && old_rules.len() != new_rules.len() {
+            can_wait.insert(chain.to_owned());
+        }
+    }
+    can_wait
+}
+
+/// The transactions that make `kernel` match `desired`. Chains in `can_wait` (see
+/// [`rewrites_that_can_wait`]) and the deletion of our orphans go into [`TableChanges::cleanup`].
+pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable, can_wait: &BTreeSet<String>) -> TableChanges {
     let mut changes = TableChanges::default();
     let mut body = Vec::new();
+    let mut cleanup = Vec::new();
 
     let changed: Vec<&String> = desired
         .chains
@@ -143,15 +190,21 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
         .collect();
     let orphans: Vec<&String> = kernel.chains.keys().filter(|name| !desired.chains.contains_key(*name)).collect();
 
-    // Declaring a chain creates it or flushes it; every rewritten or orphaned chain is declared
-    // before any rule so references between them resolve inside the one transaction.
-    for name in changed.iter().chain(orphans.iter()) {
+    // Declaring a chain creates it or flushes it; in each transaction every rewritten or orphaned
+    // chain is declared before any rule so references between them resolve inside it.
+    let (waiting, now): (Vec<&String>, Vec<&String>) =
+        changed.iter().copied().partition(|name| can_wait.contains(*name));
+    for name in &now {
         body.push(format!(":{name} - [0:0]"));
     }
-    for name in &changed {
-        for rule in &desired.chains[*name] {
-            body.push(rule.restore_line(name));
-        }
+    for name in waiting.iter().chain(orphans.iter()) {
+        cleanup.push(format!(":{name} - [0:0]"));
+    }
+    for name in &now {
+        body.extend(desired.chains[*name].iter().map(|rule| rule.restore_line(name)));
+    }
+    for name in &waiting {
+        cleanup.extend(desired.chains[*name].iter().map(|rule| rule.restore_line(name)));
     }
     changes.chains_written = changed.len();
 
@@ -187,21 +240,27 @@ pub fn plan_changes(desired: &DesiredTable, kernel: &KernelTable) -> TableChange
     }
 
     for name in &orphans {
-        body.push(format!("-X {name}"));
+        cleanup.push(format!("-X {name}"));
     }
     changes.chains_deleted = orphans.len();
 
+    changes.lines = body.len() + cleanup.len();
+    changes.cleanup_lines = cleanup.len();
     if !body.is_empty() {
-        changes.lines = body.len();
         changes.text = transaction(&body);
+    }
+    if !cleanup.is_empty() {
+        changes.cleanup = transaction(&cleanup);
     }
     changes
 }
 
-/// Removes every rule and chain we own: marked rules in foreign chains first, then our chains.
+/// Removes every rule and chain we own: marked rules in foreign chains first (`text`), then
+/// our chains (`cleanup`).
 pub fn plan_cleanup(kernel: &KernelTable) -> TableChanges {
-    let empty = DesiredTable { family: Family::V4, chains: BTreeMap::new(), hooks: Vec::new() };
-    plan_changes(&empty, kernel)
+    let empty =
+        DesiredTable { family: Family::V4, chains: BTreeMap::new(), hooks: Vec::new(), pod_dispatch: BTreeMap::new() };
+    plan_changes(&empty, kernel, &BTreeSet::new())
 }
 
 fn transaction(body: &[String]) -> String {

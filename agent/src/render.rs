@@ -147,6 +147,10 @@ pub struct DesiredTable {
     pub family: Family,
     pub chains: BTreeMap<String, Vec<OwnedRule>>,
     pub hooks: Vec<Hook>,
+    /// The hash of each dispatch rule that sends one isolated pod address to its pod chain, and
+    /// that address: a rule only its address's isolation-set membership can reach, which the
+    /// applier may therefore remove after the set changes ([`crate::drift::rewrites_that_can_wait`]).
+    pub pod_dispatch: BTreeMap<String, IpAddr>,
 }
 
 impl DesiredTable {
@@ -265,6 +269,7 @@ struct FamilyRenderer<'a> {
     mark: String,
     clear_mark: String,
     chains: BTreeMap<String, Vec<OwnedRule>>,
+    pod_dispatch: BTreeMap<String, IpAddr>,
     ipsets: &'a mut DesiredIpSets,
 }
 
@@ -275,6 +280,7 @@ fn render_family(plan: &NodePlan, cfg: &RenderConfig, family: Family, ipsets: &m
         mark: format!("{:#x}/{:#x}", cfg.mark, cfg.mark),
         clear_mark: format!("0x0/{:#x}", cfg.mark),
         chains: BTreeMap::new(),
+        pod_dispatch: BTreeMap::new(),
         ipsets,
     };
     renderer.render_hook_chains();
@@ -283,13 +289,16 @@ fn render_family(plan: &NodePlan, cfg: &RenderConfig, family: Family, ipsets: &m
     }
     let hooks =
         vec![Hook::new("FORWARD", FORWARD_CHAIN), Hook::new("INPUT", INPUT_CHAIN), Hook::new("OUTPUT", OUTPUT_CHAIN)];
-    DesiredTable { family, chains: renderer.chains, hooks }
+    DesiredTable { family, chains: renderer.chains, hooks, pod_dispatch: renderer.pod_dispatch }
 }
 
 impl FamilyRenderer<'_> {
-    fn push(&mut self, chain: &str, spec: impl Into<String>) {
+    /// Appends a rule to `chain`; returns its hash.
+    fn push(&mut self, chain: &str, spec: impl Into<String>) -> String {
         let rule = OwnedRule::new(chain, spec.into());
+        let hash = rule.hash.clone();
         self.chains.entry(chain.to_string()).or_default().push(rule);
+        hash
     }
 
     fn render_hook_chains(&mut self) {
@@ -347,7 +356,8 @@ impl FamilyRenderer<'_> {
             self.render_pod_chain(&chain, direction, plan_for, &own_ips);
             for ip in &own_ips {
                 if isolated_ips.insert(*ip) {
-                    self.push(dispatch, format!("{flag} {} -g {chain}", host(ip)));
+                    let hash = self.push(dispatch, format!("{flag} {} -g {chain}", host(ip)));
+                    self.pod_dispatch.insert(hash, *ip);
                 }
             }
         }

@@ -153,7 +153,7 @@ async fn rejected_restore_keeps_previous_state_and_names_the_line() {
         }
         other => panic!("expected a Restore error with a line, got {other:?}"),
     }
-    assert_eq!(applier.metrics().restore_errors, 1);
+    assert_eq!(applier.metrics().restore_errors, 2, "both families' transactions carried the fault");
     assert_eq!(netns.tables(), before, "a rejected transaction must change nothing");
     assert_eq!(netns.owned_sets(), sets_before);
 
@@ -392,4 +392,69 @@ fn netlink_member_changes_match_what_ipset_restore_would_leave() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(netns.sh("ipset save t-ip").contains("add t-ip 198.18.0.2\n"));
+}
+
+/// The kernel state a fresh agent would leave for `plan`: our rules and sets, sorted (chains may
+/// be listed in a different order after incremental changes).
+async fn fresh_install_of(plan: &palisade_engine::plan::NodePlan) -> (Vec<String>, Vec<String>) {
+    let fresh = Netns::new();
+    fresh.applier().sync(&render(plan, &render_config())).await.expect("fresh install");
+    owned_state(&fresh)
+}
+
+fn owned_state(netns: &Netns) -> (Vec<String>, Vec<String>) {
+    let mut rules: Vec<String> = netns
+        .tables()
+        .lines()
+        .filter(|line| line.contains("PAL-") || line.contains("\"pal:"))
+        .map(str::to_owned)
+        .collect();
+    // `initval` is the hash seed the kernel picks at random for each set.
+    let mut sets: Vec<String> =
+        netns.owned_sets().lines().map(|line| line.split(" initval ").next().unwrap_or(line).to_owned()).collect();
+    rules.sort();
+    sets.sort();
+    (rules, sets)
+}
+
+#[tokio::test]
+async fn a_pod_no_policy_isolates_any_more_opens_before_any_iptables_line_is_written() {
+    let netns = Netns::new();
+    let mut applier = netns.applier();
+    applier.sync(&render(&sample_plan(), &render_config())).await.expect("install");
+
+    // web's only ingress policy is gone: its pod chain and NetworkPolicy tier chain are orphans,
+    // and the dispatch chains lose its addresses.
+    let mut open = sample_plan();
+    open.pods.get_mut(&pod("default", "web")).expect("web").ingress = Default::default();
+    let report = applier.sync(&render(&open, &render_config())).await.expect("open web");
+    assert!(report.iptables_lines > 0 && report.chains_deleted > 0, "{report:?}");
+    assert_eq!(
+        report.iptables_cleanup_lines, report.iptables_lines,
+        "every iptables line waits until the isolation sets let web's traffic through: {report:?}"
+    );
+    assert_eq!(report.members_removed, 2, "web's IPv4 and IPv6 addresses leave pal4-iso-in and pal6-iso-in");
+    assert_eq!(owned_state(&netns), fresh_install_of(&open).await, "the leftovers are gone after the sync");
+
+    // Isolating it again writes its rules before the sets isolate it, as always.
+    let report = applier.sync(&render(&sample_plan(), &render_config())).await.expect("isolate web again");
+    assert_eq!(report.iptables_cleanup_lines, 0, "{report:?}");
+    assert_eq!(owned_state(&netns), fresh_install_of(&sample_plan()).await);
+}
+
+#[tokio::test]
+async fn an_address_still_isolated_gets_its_new_rules_before_the_sets_change() {
+    let netns = Netns::new();
+    let mut applier = netns.applier();
+    applier.sync(&render(&sample_plan(), &render_config())).await.expect("install");
+
+    // web's IPv4 address now belongs to another pod with the same policies: the dispatch rule for
+    // it changes target, which must be in force before anything loosens.
+    let mut moved = sample_plan();
+    let web = moved.pods.remove(&pod("default", "web")).expect("web");
+    moved.pods.insert(pod("default", "web-2"), web);
+    let report = applier.sync(&render(&moved, &render_config())).await.expect("move the address");
+    assert!(report.iptables_lines > report.iptables_cleanup_lines, "{report:?}");
+    assert!(report.iptables_cleanup_lines > 0, "the old pod chains are deleted afterwards: {report:?}");
+    assert_eq!(owned_state(&netns), fresh_install_of(&moved).await);
 }
