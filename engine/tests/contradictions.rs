@@ -233,6 +233,26 @@ fn a_rule_behind_a_wider_rule_with_another_action_is_shadowed_and_with_the_same_
     assert_eq!(redundant[0].field, "spec.ingress[2]");
 }
 
+/// A shadowed rule has a defined meaning upstream (the first matching rule decides, so it decides
+/// nothing), and the network-policy-api conformance suite writes such policies on purpose before it
+/// reorders their rules: refusing them would refuse valid, conformant policies. Only a tie between
+/// policies, whose order upstream leaves to the implementation, is refused.
+#[test]
+fn a_shadowed_rule_is_admitted_with_a_warning() {
+    use palisade_engine::analysis::Severity;
+    let mut policy = cnp("default", Tier::Baseline, 0, CnpSubject::Namespaces(LabelSelector::default()));
+    let ravenclaw = || vec![CnpPeer::Namespaces(select(&[("house", "ravenclaw")]))];
+    policy.ingress = vec![
+        named_rule("allow-from-ravenclaw-everything", CnpAction::Accept, ravenclaw(), None),
+        named_rule("deny-from-ravenclaw-everything", CnpAction::Deny, ravenclaw(), None),
+    ];
+    let findings = analyze(&[Policy::Cluster(policy)], None);
+    let shadowed: Vec<_> = findings.iter().filter(|f| f.check == Check::ShadowedRule).collect();
+    assert_eq!(shadowed.len(), 1, "{findings:#?}");
+    assert_eq!(shadowed[0].severity, Severity::Warning, "{:#?}", shadowed[0]);
+    assert!(findings.iter().all(|f| f.severity == Severity::Warning), "{findings:#?}");
+}
+
 #[test]
 fn an_admin_deny_of_everything_a_network_policy_allows_is_a_warning() {
     let mut deny =

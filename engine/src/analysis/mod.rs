@@ -7,10 +7,12 @@
 //! - **Errors** (the webhook refuses them): an invalid policy; a selector nothing can satisfy;
 //!   two ClusterNetworkPolicies of one tier and priority that decide some flow differently
 //!   (upstream leaves the order of such a tie to the implementation, so what they do is an
-//!   accident); a rule that can never apply because earlier rules of its policy with another
-//!   action decide everything it matches.
-//! - **Warnings** (admitted, and shown): a rule that earlier rules with its own action make
-//!   redundant; a NetworkPolicy rule whose every flow the Admin tier denies; egress isolation
+//!   accident).
+//! - **Warnings** (admitted, and shown): a rule that can never apply because earlier rules of its
+//!   policy with another action decide everything it matches (upstream defines what it does:
+//!   nothing, as the first matching rule decides; its own conformance suite writes such policies
+//!   before reordering their rules, so refusing them would refuse conformant policies); a rule
+//!   that earlier rules with its own action make redundant; a NetworkPolicy rule whose every flow the Admin tier denies; egress isolation
 //!   that leaves pods no DNS; a direction isolated without rules next to one with rules; CIDRs
 //!   with host bits; and, when today's objects are known, selectors and named ports that match
 //!   nothing and ipBlocks that cover pod addresses.
@@ -512,7 +514,7 @@ fn rule_order_findings(valid: &ValidPolicy) -> Vec<Finding> {
                 .collect();
             let finding = match overriding {
                 Some((earlier, witness)) => Finding {
-                    severity: Severity::Error,
+                    severity: Severity::Warning,
                     check: Check::ShadowedRule,
                     policy: valid.reference.clone(),
                     field: rule_field(direction, rule),
