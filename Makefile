@@ -17,6 +17,8 @@ help:
 	@echo "make test-assets  build (or reuse) the Kubernetes binaries, etcd and helm from Go modules"
 	@echo "make crds         regenerate the CRD manifests under charts/palisade/crds"
 	@echo "make bench        print the benchmark figures"
+	@echo "make conformance  the upstream suites, unmodified, on a real cluster: Kubernetes e2e NetworkPolicy and network-policy-api"
+	@echo "make conformance-subset  the fixed, named subset of both that CI runs"
 
 .PHONY: test-assets
 test-assets:
@@ -54,6 +56,16 @@ bench: deps
 	  cargo bench --locked -p palisade-agent && \
 	  cargo bench --locked -p palisade-dataplane-tests && \
 	  KUBEBUILDER_ASSETS=$$assets PALISADE_PEERS_DIR=$$peers cargo bench --locked -p palisade-e2e
+
+# Both upstream suites, unmodified, on a real cluster with Palisade installed by Helm: JUnit reports and a
+# one-screen summary in target/conformance. CI runs the named subset (tests/cluster/conformance.sh lists it).
+.PHONY: conformance
+conformance: deps
+	@tests/cluster/conformance.sh
+
+.PHONY: conformance-subset
+conformance-subset: deps
+	@tests/cluster/conformance.sh --subset
 
 .PHONY: images
 images: deps

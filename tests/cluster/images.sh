@@ -4,6 +4,8 @@
 #   probe.tar     palisade.dev/probe:dev, the project's probe servers and client
 #   palisade.tar  palisade.dev/palisade:dev, the same image as the Dockerfile: the palisade binary on
 #                 the runtime files of the Debian packages the Dockerfile installs (iptables, ipset)
+#   agnhost.tar   only when AGNHOST names an agnhost binary (tests/tools/build-conformance.sh): the
+#                 upstream e2e test image under the tags the two conformance suites ask for, with bash
 # Binaries come from target/$PALISADE_PROFILE (default release); every ELF file brings the shared
 # libraries it loads. Prints the tarballs, space-separated, on its last line.
 set -euo pipefail
@@ -85,6 +87,19 @@ for tool in iptables iptables-restore iptables-save ip6tables ip6tables-restore 
 done
 "$here/image.sh" "$out/palisade.tar" palisade.dev/palisade:dev "$root" /usr/local/bin/palisade
 
-echo "$out/pause.tar $out/probe.tar $out/palisade.tar"
+tarballs="$out/pause.tar $out/probe.tar $out/palisade.tar"
+if [[ -n ${AGNHOST:-} ]]; then
+  # registry.k8s.io/e2e-test-images/agnhost: 2.56 is what e2e.test v1.34 runs (test/utils/image/manifest.go),
+  # 2.45 what the network-policy-api v0.2.0 suite's manifests name. Its commands run /agnhost, often
+  # through /bin/bash -c. As upstream's Dockerfile: ENTRYPOINT /agnhost, CMD pause (a container given no
+  # command, such as the network-policy-api suite's clients, pauses).
+  root=$(new_root agnhost)
+  copy "$root" "$AGNHOST" /agnhost
+  for tool in bash sh cat ls sleep; do copy "$root" "$(command -v "$tool")" "/usr/bin/$tool"; done
+  IMAGE_CMD=pause "$here/image.sh" "$out/agnhost.tar" \
+    registry.k8s.io/e2e-test-images/agnhost:2.56,registry.k8s.io/e2e-test-images/agnhost:2.45 "$root" /agnhost
+  tarballs+=" $out/agnhost.tar"
+fi
+echo "$tarballs"
 exit
 }
