@@ -89,8 +89,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-kube_version=$(awk '$1=="k8s.io/kubernetes" {print $2}' "$repo/tests/tools/kube/go.mod" | head -n1)
-npa_version=$(awk '$1=="require" && $2=="sigs.k8s.io/network-policy-api" {print $3}' "$repo/tests/tools/npa/go.mod")
+# shellcheck source=../tools/lib.sh
+source "$repo/tests/tools/lib.sh"
+kube_version=$(module_version "$repo/tests/tools/kube/go.mod" k8s.io/kubernetes)
+npa_version=$(module_version "$repo/tests/tools/npa/go.mod" sigs.k8s.io/network-policy-api)
 t=$SECONDS
 built=$("$repo/tests/tools/build-conformance.sh" | tail -n 1)
 images=$(AGNHOST=$built/agnhost "$here/images.sh" | tail -n 1)

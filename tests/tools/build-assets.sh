@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
-kube_version=$(awk '$1=="k8s.io/kubernetes" {print $2}' "$here/kube/go.mod" | head -n1)
+kube_version=$(module_version "$here/kube/go.mod" k8s.io/kubernetes)
 etcd_version=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2}' "$here/etcd/go.mod" | head -n1)
 helm_version=$(awk '$1=="helm.sh/helm/v3" {print $2}' "$here/helm/go.mod" | head -n1)
 

@@ -15,8 +15,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
-kube_version=$(awk '$1=="k8s.io/kubernetes" {print $2}' "$here/kube/go.mod" | head -n1)
-npa_version=$(awk '$1=="require" && $2=="sigs.k8s.io/network-policy-api" {print $3}' "$here/npa/go.mod")
+kube_version=$(module_version "$here/kube/go.mod" k8s.io/kubernetes)
+npa_version=$(module_version "$here/npa/go.mod" sigs.k8s.io/network-policy-api)
 patches=("$here"/agnhost/*.patch)
 patch_hash=$(cat "${patches[@]}" | sha256sum | cut -c1-12)
 tags=selinux,notest,grpcnotrace
